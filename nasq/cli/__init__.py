@@ -1,0 +1,1 @@
+"""The ``nasq`` command line: one module per verb, assembled in :mod:`nasq.cli.main`."""
