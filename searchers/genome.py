@@ -85,10 +85,11 @@ class GenomeSearcher(Searcher):
 
     def _check_properties(self) -> None:
         if self._metric is None and self.fitness is None:
-            raise ConfigError("searcher has no metric: pass metric= or set TuneConfig(metric=...)")
+            raise ConfigError("searcher has no metric: pass metric= to the searcher, or set TuneConfig(metric=...) "
+                              "with a non-empty param_space (Ray Tune forwards metric/mode only then)")
         if self._mode not in ("min", "max"):
-            raise ConfigError(f"searcher mode must be 'min' or 'max', got {self._mode!r}: "
-                              "pass mode= or set TuneConfig(mode=...)")
+            raise ConfigError(f"searcher mode must be 'min' or 'max', got {self._mode!r}: pass mode= to the "
+                              "searcher, or set TuneConfig(mode=...) with a non-empty param_space")
 
     # -- state ------------------------------------------------------------------------
     def get_state(self) -> dict:
@@ -147,7 +148,9 @@ class GenomeSearcher(Searcher):
         if not files:
             raise CheckpointError(bad_state(checkpoint_dir, "no nasq searcher state in it",
                                             "point at the run's experiment directory"))
-        newest = max(files, key=lambda f: os.path.getmtime(os.path.join(checkpoint_dir, f)))
+        # names end in Tune's session time stamp, so they sort chronologically (mtimes do not
+        # survive Tune's copy of the experiment directory on restore)
+        newest = max(files)
         self.restore(os.path.join(checkpoint_dir, newest))
 
 

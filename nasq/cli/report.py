@@ -1,0 +1,44 @@
+"""``nasq report DIR``: write trials.csv and best_so_far.png into a run directory, print the best."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from nasq import experiments
+from nasq.report import BEST_PNG, TRIALS_CSV, top_trials, write_report
+from nasq.runner import read_run_file
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``report`` verb."""
+    parser = sub.add_parser("report", help="write trials.csv and best_so_far.png of a run, print the best")
+    parser.add_argument("run_dir", metavar="DIR", help="run directory (printed by `nasq search`)")
+    parser.add_argument("--top", type=int, default=5, help="number of best trials to print")
+    parser.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    print_summary(Path(args.run_dir), top=args.top, write=True)
+    return 0
+
+
+def print_summary(run_dir: Path, top: int = 5, write: bool = False) -> None:
+    """Print the run's best trials and where the report files are (writes them first if asked)."""
+    import pandas as pd
+
+    settings = read_run_file(run_dir)
+    exp = experiments.get(settings.experiment)
+    frame = write_report(run_dir) if write else pd.read_csv(Path(run_dir) / TRIALS_CSV)
+    finished = int(frame["objective"].notna().sum()) if not frame.empty else 0
+    print(f"nasq: {len(frame)} trials, {finished} with a {exp.metric}; report: "
+          f"{Path(run_dir) / TRIALS_CSV}, {Path(run_dir) / BEST_PNG}")
+    if finished == 0:
+        print("nasq: no trial finished with a result")
+        return
+    best = top_trials(frame, exp.mode, top)
+    columns = [c for c in ("order", "trial_id", exp.metric, "objective", "latency_ms", "genome") if c in best]
+    with pd.option_context("display.max_colwidth", 120, "display.width", 200):
+        print(best[columns].to_string(index=False))
+    first = best.iloc[0]
+    print(f"nasq: best genome: {first['genome']} ({exp.metric}={first[exp.metric]})")

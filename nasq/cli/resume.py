@@ -1,0 +1,28 @@
+"""``nasq resume DIR``: finish an interrupted search from its run directory."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from nasq import runner
+from nasq.cli.report import print_summary
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``resume`` verb."""
+    parser = sub.add_parser("resume", help="finish an interrupted search (after a crash or kill)")
+    parser.add_argument("run_dir", metavar="DIR", help="run directory (printed by `nasq search`)")
+    parser.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    run_dir = Path(args.run_dir).expanduser().resolve()
+    settings = runner.read_run_file(run_dir)
+    runner.check_resumable(run_dir, settings)
+    url = runner.connect_ray(settings.address)
+    print(f"nasq: Ray dashboard: {url or '(not running)'}", flush=True)
+    print(f"nasq: resuming {run_dir}", flush=True)
+    runner.resume_search(run_dir)
+    print_summary(run_dir)
+    return 0

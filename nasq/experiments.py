@@ -1,0 +1,102 @@
+"""Registry of searchable experiments: a space, a Tune trainable, a metric and their options.
+
+An :class:`Experiment` tells the runner (:mod:`nasq.runner`) everything it needs to run one
+kind of search on Ray Tune: how to build the genome space and the trainable from the
+experiment's config dict, which metric to optimise and in which direction, an optional
+fitness (JASQ Eq. 1, or a constraint penalty), the resources of one trial, driver-side Tune
+callbacks and a hook run before ``fit`` (and before a resumed ``fit``).
+
+The Tune config of every trial is ``{**experiment_config, "genome": "<encoded genome>"}``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from nasq.errors import ConfigError, bad_token
+from nasq.spaces import Space
+
+Fitness = Callable[[dict], float]
+
+_REGISTRY: dict[str, "Experiment"] = {}
+# Experiments whose modules are imported on first use (the module registers the experiment).
+_LAZY: dict[str, str] = {
+    "nb201": "nasq.trainables.nb201",
+    "jasq": "nasq.trainables.jasq",
+    "quant-policy": "nasq.trainables.quant_policy",
+}
+
+
+def _no_fitness(cfg: dict) -> Fitness | None:
+    return None
+
+
+def _one_cpu(cfg: dict) -> dict:
+    return {"cpu": 1}
+
+
+def _no_callbacks(cfg: dict, run_dir: Path) -> list:
+    return []
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One searchable experiment (a space, a trainable and the objective).
+
+    Attributes:
+        name: registry name, e.g. ``"nb201"``, ``"jasq"``, ``"quant-policy"``.
+        make_space: experiment_config -> genome space.
+        make_trainable: experiment_config -> Tune trainable (class or function).
+        metric: the result key the searcher optimises (e.g. ``"val_acc"``).
+        mode: ``"max"`` or ``"min"``.
+        make_fitness: experiment_config -> optional ``result -> float`` (None: the metric).
+        resources: experiment_config -> resources of one trial (``tune.with_resources``).
+        make_callbacks: (experiment_config, run_dir) -> driver-side Tune callbacks; they are
+            pickled into the Tune experiment, so they must pickle.
+        prepare: optional driver-side hook ``(experiment_config, run_dir, resumed)`` run
+            before ``fit``, e.g. to create or restore named actors the trainables use.
+    """
+
+    name: str
+    make_space: Callable[[dict], Space]
+    make_trainable: Callable[[dict], Any]
+    metric: str
+    mode: str
+    make_fitness: Callable[[dict], Fitness | None] = _no_fitness
+    resources: Callable[[dict], dict] = _one_cpu
+    make_callbacks: Callable[[dict, Path], list] = _no_callbacks
+    prepare: Callable[[dict, Path, bool], None] | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("max", "min"):
+            raise ConfigError(f"experiment {self.name!r}: mode must be 'max' or 'min', got {self.mode!r}")
+
+
+def register(exp: Experiment) -> Experiment:
+    """Register ``exp`` under ``exp.name`` (a later registration replaces an earlier one)."""
+    _REGISTRY[exp.name] = exp
+    return exp
+
+
+def get(name: str) -> Experiment:
+    """Return the experiment registered as ``name``, importing its module on first use.
+
+    Raises:
+        ConfigError: ``name`` is not a known experiment.
+    """
+    if name not in _REGISTRY and name in _LAZY:
+        importlib.import_module(_LAZY[name])
+    if name not in _REGISTRY:
+        raise ConfigError(bad_token("experiment", name, list_experiments()))
+    return _REGISTRY[name]
+
+
+def list_experiments() -> list[str]:
+    """Names of the registered and lazily importable experiments."""
+    return sorted(set(_REGISTRY) | set(_LAZY))
+
+
+__all__ = ["Experiment", "Fitness", "get", "list_experiments", "register"]
