@@ -17,6 +17,8 @@ from nasq.spaces.base import Space
 NB201_OPS: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 # (target node, source node) of the six edges, in string order.
 NB201_EDGES: tuple[tuple[int, int], ...] = ((1, 0), (2, 0), (2, 1), (3, 0), (3, 1), (3, 2))
+_NB201_TEMPLATE = "|{}~0|+|{}~0|{}~1|+|{}~0|{}~1|{}~2|"  # ops in edge order
+_OP_INDEX = {op: i for i, op in enumerate(NB201_OPS)}
 
 
 @dataclass(frozen=True)
@@ -42,14 +44,7 @@ class NB201Space(Space[NB201Genome]):
 
     def encode(self, genome: NB201Genome) -> str:
         """Write the standard NB201 architecture string."""
-        parts, k = [], 0
-        for node in (1, 2, 3):
-            edges = []
-            for src in range(node):
-                edges.append(f"{genome.ops[k]}~{src}")
-                k += 1
-            parts.append("|" + "|".join(edges) + "|")
-        return "+".join(parts)
+        return _NB201_TEMPLATE.format(*genome.ops)
 
     def decode(self, text: str) -> NB201Genome:
         """Parse an NB201 architecture string; raise ``GenomeError`` naming the bad part."""
@@ -84,8 +79,8 @@ class NB201Space(Space[NB201Genome]):
     def mutate(self, genome: NB201Genome, rng: np.random.Generator, kind: str | None = None) -> NB201Genome:
         """Change the op of one uniformly chosen edge to a different op."""
         self._check_kind(kind)
+        # One draw picks the edge and one of the four other ops (uniform over the 24 neighbours).
+        edge, step = divmod(int(rng.integers(len(NB201_EDGES) * (len(NB201_OPS) - 1))), len(NB201_OPS) - 1)
         ops = list(genome.ops)
-        edge = int(rng.integers(len(ops)))
-        choices = [op for op in NB201_OPS if op != ops[edge]]
-        ops[edge] = choices[int(rng.integers(len(choices)))]
+        ops[edge] = NB201_OPS[(_OP_INDEX[ops[edge]] + 1 + step) % len(NB201_OPS)]
         return NB201Genome(tuple(ops))
