@@ -52,16 +52,16 @@ class CompletionLog(Callback):
         self._append(trial, "ERROR")
 
 
-def read_completions(run_dir: str | Path) -> dict[str, float]:
-    """trial id -> time of its last completion (a torn last line from a kill is skipped)."""
+def read_completions(run_dir: str | Path, key: str = "time") -> dict[str, float | str]:
+    """trial id -> ``key`` ("time" or "status") of its last completion (torn lines from a kill skipped)."""
     path = Path(run_dir) / COMPLETIONS_FILE
-    out: dict[str, float] = {}
+    out: dict[str, float | str] = {}
     if not path.is_file():
         return out
     for line in path.read_text().splitlines():
         try:
             doc = json.loads(line)
-            out[str(doc["trial_id"])] = float(doc["time"])
+            out[str(doc["trial_id"])] = float(doc["time"]) if key == "time" else str(doc[key])
         except (json.JSONDecodeError, KeyError, TypeError, ValueError):
             continue
     return out
@@ -82,10 +82,14 @@ def load_trials(run_dir: str | Path) -> pd.DataFrame:
     fitness = exp.make_fitness(settings.experiment_config)
     analysis = ExperimentAnalysis(str(run_dir))
     done = read_completions(run_dir)
+    ended = read_completions(run_dir, "status")
     rows = []
     for trial in analysis.trials:
         result = dict(trial.last_result or {})
-        row = {"trial_id": trial.trial_id, "status": trial.status, "genome": trial.config.get("genome")}
+        status = trial.status
+        if status in ("RUNNING", "PENDING") and ended.get(trial.trial_id) == "ERROR":
+            status = "ERROR"  # Tune can snapshot a trial whose node died as RUNNING; the driver's log knows
+        row = {"trial_id": trial.trial_id, "status": status, "genome": trial.config.get("genome")}
         row.update({k: v for k, v in result.items() if k not in _TUNE_KEYS and not k.startswith("config")
                     and not isinstance(v, (dict, list))})
         finished = trial.status == "TERMINATED" and exp.metric in result

@@ -17,6 +17,7 @@ import dataclasses
 import json
 import logging
 import os
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -121,20 +122,27 @@ def build_searcher(settings: SearchSettings) -> GenomeSearcher:
 def connect_ray(address: str | None = None) -> str | None:
     """Start a local Ray (dashboard on 127.0.0.1) or join ``address``; return the dashboard URL.
 
-    Does nothing but return the URL when Ray is already initialised. ``NASQ_RAY_DASHBOARD=0``
-    skips the dashboard and ``NASQ_RAY_NUM_CPUS`` caps a local Ray's CPUs.
+    Does nothing but return the URL when Ray is already initialised. Without ``address`` it joins
+    ``RAY_ADDRESS`` when set (as under ``ray job submit``), else starts a new local Ray even when
+    ``ray start`` left a cluster address on this machine. ``NASQ_RAY_DASHBOARD=0`` skips the
+    dashboard and ``NASQ_RAY_NUM_CPUS`` caps a local Ray's CPUs.
     """
     import ray
 
     if ray.is_initialized():
         return _dashboard_url(None)
+    address = address or os.environ.get("RAY_ADDRESS") or None
     if address:
+        _check_reachable(address)
         try:
             return _dashboard_url(ray.init(address=address, log_to_driver=False))
         except (ConnectionError, ValueError, RuntimeError) as exc:
-            raise ConfigError(f"cannot join the Ray cluster at {address!r} ({exc}); check --address "
-                              "or leave it out to start a local Ray") from exc
-    kwargs: dict[str, Any] = {"log_to_driver": False}
+            auth = "" if os.environ.get("RAY_AUTH_MODE") else (
+                ", or set RAY_AUTH_MODE=token (and RAY_AUTH_TOKEN) if the cluster uses token authentication, "
+                "as `ray start` does when ~/.ray/auth_token exists")
+            raise ConfigError(f"cannot join the Ray cluster at {address!r} ({exc}); check --address{auth}, "
+                              "or leave --address out to start a local Ray") from exc
+    kwargs: dict[str, Any] = {"address": "local", "log_to_driver": False}
     if os.environ.get("NASQ_RAY_NUM_CPUS"):
         kwargs["num_cpus"] = int(os.environ["NASQ_RAY_NUM_CPUS"])
     if os.environ.get("NASQ_RAY_DASHBOARD", "1") in ("0", ""):
@@ -147,6 +155,19 @@ def connect_ray(address: str | None = None) -> str | None:
             ray.shutdown()
         ctx = ray.init(include_dashboard=False, **kwargs)
     return _dashboard_url(ctx)
+
+
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail fast when nothing listens at a ``[ray://]host:port`` address (Ray itself retries for minutes)."""
+    host, sep, port = address.split("://", 1)[-1].rpartition(":")
+    if not sep or not port.isdigit():
+        return  # "auto" and other forms Ray resolves itself
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise ConfigError(f"cannot join the Ray cluster at {address!r}: nothing answers there ({exc}); "
+                          "check --address (the head's address printed by `ray start --head`) or leave it "
+                          "out to start a local Ray") from exc
 
 
 def _dashboard_url(ctx: Any) -> str | None:

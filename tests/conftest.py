@@ -18,7 +18,7 @@ def ray_session():
 
     os.environ.setdefault("RAY_ACCEPT_CLUSTER_RESOURCES", "1")
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
                  configure_logging=False, ignore_reinit_error=True)
     yield ray
     ray.shutdown()

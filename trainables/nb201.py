@@ -19,6 +19,7 @@ import math
 import time
 from dataclasses import dataclass
 
+import ray
 from ray import tune
 
 from nasq.errors import ConfigError, ConstraintError
@@ -51,7 +52,8 @@ def nb201_trainable(config: dict) -> None:
     sim = float(config.get("sim_seconds") or 0.0)
     if sim > 0:
         time.sleep(sim * (0.2 + 0.8 * relative_cost(entry.genome)))
-    result = {METRIC: entry.test_acc, "test_acc": entry.test_acc}
+    result = {METRIC: entry.test_acc, "test_acc": entry.test_acc,
+              "node_id": ray.get_runtime_context().get_node_id()}  # which cluster node ran it
     if entry.latency_ms is not None:
         result["latency_ms"] = entry.latency_ms
         limit = config.get("max_latency_ms")

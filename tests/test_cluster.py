@@ -1,0 +1,178 @@
+"""`nasq search nb201 --address` on a real two-node Ray cluster, and the loss of a node mid-search.
+
+The cluster (``ray.cluster_utils.Cluster``: a head and one worker node, one CPU each) lives in a
+helper process, so it never meets the session Ray of the other tests; this module is that
+helper when run as a script. The helper drives two searches through the CLI, each in its own
+process joining the cluster with ``--address``, and prints one JSON document the tests check.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.slow, pytest.mark.ray]
+
+# The CLI restricted to this area's verbs, so the test does not depend on other verbs' modules.
+CLI = (
+    "import sys, nasq.cli.main as m, nasq.cli.search as s;"
+    "m.VERBS = ('search', 'resume', 'report'); s.TARGETS = {'nb201': 'nasq.cli.search_nb201'};"
+    "sys.exit(m.main(sys.argv[1:]))"
+)
+SPREAD_SAMPLES = 8
+LOSS_SAMPLES = 8
+# slow cells (each sleeps >= 0.75 x --sim-time) that the searches evaluate first
+_C3, _C1 = "nor_conv_3x3", "nor_conv_1x1"
+SLOW_POINTS = tuple(f"|{a}~0|+|{b}~0|{_C3}~1|+|{_C3}~0|{_C3}~1|{_C3}~2|"
+               for a, b in ((_C3, _C3), (_C1, _C3), (_C3, _C1), (_C1, _C1)))
+
+
+def _search(address: str, table: str, storage: str, name: str, samples: int, sim: float,
+            points: tuple[str, ...] = ()) -> list[str]:
+    return [sys.executable, "-c", CLI, "search", "nb201", "--address", address, "--table", table,
+            "--storage", storage, "--name", name, "--samples", str(samples), "--concurrency", "2",
+            "--population", "4", "--sample-size", "2", "--sim-time", str(sim), "--seed", "3",
+            *(f"--points={genome}" for genome in points)]
+
+
+def _completions(run_dir: Path) -> int:
+    path = run_dir / "completions.jsonl"
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+def _helper(table: str, storage: str) -> dict:
+    """Start the cluster, run both searches against it, return what the tests check."""
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    try:
+        worker = cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        out: dict = {"head": cluster.head_node.node_id, "worker": worker.node_id}
+        # two slow cells first: the second trial's actor has time to start on the other node
+        spread = subprocess.run(_search(cluster.address, table, storage, "spread", SPREAD_SAMPLES, 2.0,
+                                        SLOW_POINTS[:2]), capture_output=True, text=True, timeout=150)
+        out["spread"] = {"rc": spread.returncode, "stdout": spread.stdout, "stderr": spread.stderr[-3000:],
+                         "cluster_alive": cluster.head_node.remaining_processes_alive()
+                         and worker.remaining_processes_alive()}
+        run_dir = Path(storage) / "loss"
+        log = Path(storage) / "loss.log"
+        with open(log, "w") as f:
+            proc = subprocess.Popen(_search(cluster.address, table, storage, "loss", LOSS_SAMPLES, 2.5,
+                                            SLOW_POINTS), stdout=f, stderr=subprocess.STDOUT)
+            deadline = time.monotonic() + 120
+            while _completions(run_dir) < 2 and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.1)
+            time.sleep(1.0)  # the third and fourth slow cells (>2 s each) are running now
+            out["completed_before_loss"] = _completions(run_dir)
+            out["lost_at"] = time.time()
+            cluster.remove_node(worker)
+            try:
+                rc = proc.wait(timeout=150)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                rc = proc.wait()
+        out["loss"] = {"rc": rc, "log": log.read_text()[-3000:]}
+        return out
+    finally:
+        cluster.shutdown()
+
+
+@pytest.fixture(scope="module")
+def cluster_runs(tmp_path_factory, nb201_table) -> tuple[dict, Path]:
+    """Run the helper once for the module; return its JSON and the storage folder.
+
+    The helper gets a private ``RAY_TMPDIR``: a ``Cluster`` writes its address into
+    ``$RAY_TMPDIR/ray/ray_current_cluster``, which every plain ``ray.init()`` on the machine
+    would otherwise join.
+    """
+    storage = tmp_path_factory.mktemp("cluster")
+    ray_tmp = tempfile.mkdtemp(prefix="nasq-ray-", dir="/tmp")  # short: Ray's socket paths live in it
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "NASQ_RAY"))}
+    try:
+        proc = subprocess.run([sys.executable, __file__, str(nb201_table), str(storage)], capture_output=True,
+                              text=True, timeout=400, env={**env, "RAY_TMPDIR": ray_tmp})
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        time.sleep(1.0)
+        ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+        assert not [line for line in ps.splitlines() if ray_tmp in line]  # the cluster is gone
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    return json.loads(proc.stdout.strip().splitlines()[-1]), storage
+
+
+def _trials(run_dir: Path):
+    import pandas as pd
+
+    return pd.read_csv(run_dir / "trials.csv")
+
+
+def _counters(run_dir: Path) -> dict:
+    state = sorted(run_dir.glob("nasq-searcher-state-*.json"))[-1]
+    return json.loads(state.read_text())["strategy"]
+
+
+def test_search_joins_the_cluster_and_uses_both_nodes(cluster_runs):
+    out, storage = cluster_runs
+    spread = out["spread"]
+    assert spread["rc"] == 0, spread["stdout"][-3000:] + spread["stderr"]
+    assert "best genome" in spread["stdout"]
+    trials = _trials(storage / "spread")
+    assert len(trials) == SPREAD_SAMPLES and trials["trial_id"].is_unique
+    assert (trials["status"] == "TERMINATED").all() and trials["val_acc"].notna().all()
+    # every trial ran on a node of the joined cluster (a fresh local Ray has other node ids), on both
+    assert set(trials["node_id"]) == {out["head"], out["worker"]}
+    state = _counters(storage / "spread")
+    assert state["counters"] == {"births": SPREAD_SAMPLES, "proposed": SPREAD_SAMPLES, "failed": 0}
+    assert state["pending"] == {}
+    # the driver left the cluster it joined running
+    assert spread["cluster_alive"]
+
+
+def test_losing_a_node_mid_search_loses_no_trial(cluster_runs):
+    out, storage = cluster_runs
+    loss = out["loss"]
+    assert loss["rc"] == 0, loss["log"]
+    assert out["completed_before_loss"] >= 2  # the node went away mid-search, not before it
+    run_dir = storage / "loss"
+    trials = _trials(run_dir)
+    assert len(trials) == LOSS_SAMPLES and trials["trial_id"].is_unique
+    assert set(trials["status"]) <= {"TERMINATED", "ERROR"}
+    errored = int((trials["status"] == "ERROR").sum())
+    assert errored >= 1  # the trial running on the lost node failed ...
+    finished = trials[trials["status"] == "TERMINATED"]
+    assert finished["val_acc"].notna().all()
+    # ... and the trials that finished well after the loss ran on the head node
+    later = finished[finished["completed_at"] > out["lost_at"] + 2.0]
+    assert len(later) >= 1 and set(later["node_id"]) == {out["head"]}
+    state = _counters(run_dir)
+    # every trial counted once: errored ones as failed individuals, the rest as births
+    assert state["counters"] == {"births": LOSS_SAMPLES - errored, "proposed": LOSS_SAMPLES,
+                                 "failed": errored}
+    assert state["pending"] == {}
+    # the population holds only finished trials, with their scores (a failed trial is never a member)
+    acc = dict(zip(finished["genome"], finished["val_acc"]))
+    for ind in state["population"]:
+        assert acc[ind["genome"]] == pytest.approx(ind["score"])
+
+
+def test_unreachable_address_is_a_one_line_error(tmp_path, nb201_table):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "NASQ_"))}
+    proc = subprocess.run(_search("127.0.0.1:1", str(nb201_table), str(tmp_path), "none", 4, 0.0), env=env,
+                          capture_output=True, text=True, timeout=120)  # Ray alone retries for minutes
+    err = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(err) == 1, proc.stderr[-3000:]
+    assert "127.0.0.1:1" in err[0] and "--address" in err[0]
+    assert not (tmp_path / "none").exists()
+
+
+if __name__ == "__main__":  # the helper process of the `cluster_runs` fixture
+    print(json.dumps(_helper(sys.argv[1], sys.argv[2])), flush=True)
