@@ -1,0 +1,161 @@
+"""``nasq latency build|eval|measure|predict``: the INT8 latency predictor (SpaceEvo Sec. 4) on the CLI.
+
+- ``build``: measure sampled blocks (and calibration chains) on this CPU, fit and save the predictor.
+- ``eval``: measure unseen random models end to end, compare with the predictor (table + PNG).
+- ``measure``: time one block key, chain key (``+``-joined) or ONNX file.
+- ``predict``: predict block keys (or chain keys) with a saved predictor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from nasq.errors import ConfigError
+
+DEFAULT_PREDICTOR = "latency/{engine}.predictor.json"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``latency`` verb and its sub-commands."""
+    parser = sub.add_parser("latency", help="measure INT8 latency and build/evaluate/query the predictor")
+    cmds = parser.add_subparsers(dest="latency_cmd", metavar="CMD")
+    cmds.required = True
+
+    b = cmds.add_parser("build", help="measure sampled blocks and fit the latency predictor")
+    _timing_args(b)
+    b.add_argument("--samples", type=int, default=250, help="body blocks to measure (default 250)")
+    b.add_argument("--space", default="spaceevo-blocks", help="block space: spaceevo-blocks | tiny")
+    b.add_argument("--calib-chains", type=int, default=24, help="whole chains measured for the overhead")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--out", help="predictor file (default latency/<engine>.predictor.json)")
+    b.set_defaults(func=_build)
+
+    e = cmds.add_parser("eval", help="accuracy on unseen whole models: within ±5/±10%, RMSPE, PNG")
+    _timing_args(e, engine=False)
+    e.add_argument("--predictor", required=True, help="predictor file from `nasq latency build`")
+    e.add_argument("--models", type=int, default=40, help="random models (stem + 4-10 blocks + head)")
+    e.add_argument("--space", default=None, help="block space (default: the predictor's)")
+    e.add_argument("--seed", type=int, default=12345)
+    e.add_argument("--out", default=None, help="folder for eval.json, eval.csv and the PNG "
+                   "(default: next to the predictor)")
+    e.add_argument("--allow-foreign", action="store_true", help="accept a predictor from another device")
+    e.set_defaults(func=_eval)
+
+    m = cmds.add_parser("measure", help="time one block/chain key or ONNX file on this CPU")
+    m.add_argument("target", metavar="SPEC_KEY_OR_ONNX", help="e.g. mbv2-r28-i32-o32-k3-s1-e6, or model.onnx")
+    m.add_argument("--engine", default="ort-int8")
+    m.add_argument("--threads", type=int, default=1)
+    m.add_argument("--repeats", type=int, default=50)
+    m.add_argument("--warmup", type=int, default=10)
+    m.set_defaults(func=_measure)
+
+    p = cmds.add_parser("predict", help="predict block keys (or '+'-joined chain keys)")
+    p.add_argument("--predictor", required=True, help="predictor file from `nasq latency build`")
+    p.add_argument("keys", nargs="+", metavar="KEY")
+    p.add_argument("--allow-foreign", action="store_true", help="accept a predictor from another device")
+    p.set_defaults(func=_predict)
+
+
+def _timing_args(parser: argparse.ArgumentParser, engine: bool = True) -> None:
+    if engine:
+        parser.add_argument("--engine", default="ort-int8",
+                            help="ort-int8 | ort-fp32 | tflite-int8 | tflite-fp32")
+    parser.add_argument("--actors", type=int, default=2,
+                        help="measuring Ray actors, one CPU each (0 = no Ray)")
+    parser.add_argument("--repeats", type=int, default=50, help="timed runs per measurement")
+    parser.add_argument("--warmup", type=int, default=10, help="untimed runs first")
+    parser.add_argument("--address", default=None, help="Ray cluster to join (default: start a local one)")
+    parser.add_argument("--stat", default=None, choices=("median", "p25"),
+                        help="timing statistic: median (default), or p25 when the CPU is shared")
+
+
+def _settings(args: argparse.Namespace, engine: str):
+    from nasq.latency.dataset import MeasureSettings
+
+    if args.repeats < 1 or args.warmup < 0 or args.actors < 0:
+        raise ConfigError("--repeats must be >= 1, --warmup >= 0 and --actors >= 0")
+    if args.actors > 0:
+        from nasq.runner import connect_ray
+
+        connect_ray(args.address)
+    return MeasureSettings(engine=engine, repeats=args.repeats, warmup=args.warmup)
+
+
+def _build(args: argparse.Namespace) -> int:
+    from nasq.latency.dataset import get_space
+    from nasq.latency.engines import resolve_engine
+
+    resolve_engine(args.engine)
+    get_space(args.space)
+    if args.samples < 2:
+        raise ConfigError(f"--samples must be at least 2, got {args.samples}")
+    from nasq.latency.evaluate import build_predictor
+
+    out = Path(args.out or DEFAULT_PREDICTOR.format(engine=args.engine))
+    rep = build_predictor(args.engine, space=args.space, samples=args.samples, calib_chains=args.calib_chains,
+                          actors=args.actors, settings=_settings(args, args.engine), seed=args.seed, out=out,
+                          stat=args.stat or "median")
+    p = rep.predictor
+    print(f"nasq: measured {rep.blocks} blocks and {rep.chains} chains in {rep.measure_s:.1f} s; "
+          f"predictor version {p.version} ({len(p.table)} table entries, "
+          f"{len(p.type_models)} per-type models) -> {out}")
+    for f in rep.files[1:]:
+        print(f"nasq: data set {f}")
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from nasq.latency.evaluate import evaluate_predictor, metrics_table, plot_predicted_vs_measured
+    from nasq.latency.predictor import LatencyPredictor
+
+    pred = LatencyPredictor.load(args.predictor, allow_foreign=args.allow_foreign)
+    space = args.space or pred.meta.get("space", "spaceevo-blocks")
+    res = evaluate_predictor(pred, space=space, models=args.models, actors=args.actors,
+                             settings=_settings(args, pred.engine), seed=args.seed, stat=args.stat)
+    out = Path(args.out) if args.out else Path(args.predictor).parent
+    out.mkdir(parents=True, exist_ok=True)
+    stem = Path(args.predictor).name.removesuffix(".json")
+    png = plot_predicted_vs_measured({"predictor": (res.measured_ms, res.predicted_ms)},
+                                     out / f"{stem}.eval.png", f"{pred.engine}: {args.models} unseen models")
+    (out / f"{stem}.eval.json").write_text(json.dumps(
+        {"metrics": res.metrics, "table_hits": res.table_hits, "version": pred.version,
+         "models": [{"key": k, "measured_ms": float(m), "predicted_ms": float(p)}
+                    for k, m, p in zip(res.keys, res.measured_ms, res.predicted_ms)]}, indent=1))
+    print(metrics_table({f"{pred.engine} v{pred.version}": res.metrics}))
+    print(f"nasq: {res.table_hits:.0%} of the models' blocks were in the table; plot {png}")
+    return 0
+
+
+def _measure(args: argparse.Namespace) -> int:
+    from nasq.latency import measure
+
+    target = args.target
+    if target.endswith(".onnx") or Path(target).is_file():
+        m = measure.measure_onnx(target, args.engine, threads=args.threads, repeats=args.repeats,
+                                 warmup=args.warmup)
+    else:
+        from nasq.latency.predictor import as_specs
+
+        specs = as_specs(target.split("+"))
+        m = measure.measure_specs(specs, args.engine, threads=args.threads, repeats=args.repeats,
+                                  warmup=args.warmup)
+    print(f"{m.key}\t{m.engine}\tmedian {m.median_ms:.4f} ms\tIQR {m.p25_ms:.4f}-{m.p75_ms:.4f} ms"
+          f"\t{m.repeats} repeats\tload {m.load_avg[0]:.2f}")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from nasq.latency.predictor import LatencyPredictor, as_specs
+
+    pred = LatencyPredictor.load(args.predictor, allow_foreign=args.allow_foreign)
+    parsed = [(key, as_specs(key.split("+"))) for key in args.keys]  # every key checked before any output
+    for key, specs in parsed:
+        if len(specs) == 1:
+            value = float(pred.predict(specs)[0])
+            source = "table" if specs[0].key() in pred.table else "regressor"
+        else:
+            value, source = pred.predict_model(specs), "chain"
+        print(f"{key}\t{value:.6g} ms\t{source}")
+    return 0
