@@ -1,0 +1,84 @@
+"""``nasq search jasq``: joint architecture + bit-policy search with a weight-shared population (JASQ)."""
+
+from __future__ import annotations
+
+import argparse
+
+from nasq import runner
+from nasq.cli.report import print_summary
+from nasq.cli.search_nb201 import add_search_arguments, settings_from_args
+from nasq.errors import ConfigError
+from nasq.fitness import check_target
+from nasq.jasq_report import PARETO_CSV, PARETO_PNG, write_jasq_outputs
+from nasq.param_store import store_actor_name
+
+
+def add_jasq_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of the JASQ experiment (data, skeleton, training, Eq. 1)."""
+    parser.add_argument("--dataset", default="digits", help="digits | cifar10 | npz:PATH")
+    parser.add_argument("--data-root", default=None, help="torchvision CIFAR-10 folder (cifar10 only)")
+    parser.add_argument("--data-limit", type=int, default=None, help="use at most this many examples")
+    parser.add_argument("--target-size-mb", type=float, default=None,
+                        help="target size TS of Eq. 1 (default: none, fitness = validation accuracy)")
+    parser.add_argument("--gamma", type=float, default=-0.2, help="Eq. 1 exponent over the target size")
+    parser.add_argument("--cells", type=int, default=1, help="N, normal cells per stage (3N+2 cells)")
+    parser.add_argument("--channels", type=int, default=8, help="F, channels of the first stage")
+    parser.add_argument("--combinations", type=int, default=5, help="B, combinations per cell")
+    parser.add_argument("--bits", default="4,8,16", help="bit width choices of a cell")
+    parser.add_argument("--train-steps", type=int, default=50, help="SGD steps per trial on shared weights")
+    parser.add_argument("--batch-size", type=int, default=64, help="minibatch size")
+    parser.add_argument("--lr", type=float, default=0.05, help="SGD learning rate")
+
+
+def jasq_config(args: argparse.Namespace) -> dict:
+    """The experiment config of ``nasq search jasq`` options (validated)."""
+    if args.target_size_mb is not None:
+        check_target(args.target_size_mb, args.gamma)
+    try:
+        bits = [int(b) for b in str(args.bits).split(",")]
+    except ValueError as exc:
+        raise ConfigError(f"--bits {args.bits!r} must be comma-separated integers, like 4,8,16") from exc
+    for key in ("cells", "channels", "combinations", "train_steps", "batch_size"):
+        if getattr(args, key) < 1:
+            raise ConfigError(f"--{key.replace('_', '-')} must be >= 1, got {getattr(args, key)}")
+    return {"dataset": args.dataset, "data_root": args.data_root, "data_limit": args.data_limit,
+            "target_size_mb": args.target_size_mb, "gamma": args.gamma, "cells": args.cells,
+            "channels": args.channels, "combinations": args.combinations, "bits": bits,
+            "train_steps": args.train_steps, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed}
+
+
+def run_jasq(settings: runner.SearchSettings) -> int:
+    """Run the search, then write and print the Pareto front and best genomes."""
+    settings = runner.check_settings(settings)
+    settings.experiment_config["param_store"] = store_actor_name(settings.name)
+    url = runner.connect_ray(settings.address)
+    print(f"nasq: Ray dashboard: {url or '(not running)'}", flush=True)
+    print(f"nasq: run directory: {runner.run_dir_of(settings)}", flush=True)
+    run_dir = runner.run_search(settings)
+    print_summary(run_dir)
+    print_front(run_dir)
+    return 0
+
+
+def print_front(run_dir) -> None:
+    """Write pareto.csv/png and best_genomes.json, and print the front."""
+    front, best = write_jasq_outputs(run_dir)
+    print(f"nasq: Pareto front (validation accuracy vs Huffman-coded size), {len(front)} points: "
+          f"{run_dir / PARETO_CSV}, {run_dir / PARETO_PNG}")
+    for row in front:
+        print(f"  val_acc={row['val_acc']:.4f}  size_mb={row['size_mb']:.4f}  "
+              f"fitness={row.get('fitness', float('nan')):.4f}  {row['genome']}")
+    if best:
+        print(f"nasq: train the best from scratch: nasq train {run_dir} --genome '{best[0]['genome']}'")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``jasq`` search target."""
+    parser = sub.add_parser("jasq", help="joint architecture and quantization search (JASQ)")
+    add_jasq_arguments(parser)
+    add_search_arguments(parser, population=16, sample=4, samples=64)
+    parser.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    return run_jasq(settings_from_args(args, "jasq", jasq_config(args)))

@@ -1,0 +1,1 @@
+"""Network builders: the JASQ NASNet skeleton (:mod:`nasq.models.nasnet`) and torchvision wrappers."""

@@ -1,0 +1,241 @@
+"""The weight-shared population's parameter store (JASQ Appendix 4).
+
+All individuals of a JASQ search share one set of tensors (one per cell position,
+combination, input slot and op). A trial pulls the tensors its genome uses, trains them,
+and pushes back the *change* it made.
+
+Concurrency rule: a push carries deltas ``new - pulled`` and the store adds them to its
+current tensors (asynchronous SGD, as in Hogwild/parameter servers). A Ray actor runs one
+method at a time, so each push is applied atomically and two trials that trained the same
+tensor from the same base both land: neither overwrites the other (no lost update). Every
+tensor has a version counter, incremented on each push; a push may pass the versions it
+pulled and is told how many tensors moved meanwhile (staleness, logged, never refused).
+
+:class:`ParameterStore` is a plain class (tests use it without Ray);
+:func:`create_store_actor` / :func:`get_store_actor` wrap it as a named Ray actor and
+:class:`StoreCheckpoint` is the Tune callback that saves it into the run directory.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import torch
+
+from nasq.errors import CheckpointError, ConfigError, bad_state
+
+logger = logging.getLogger(__name__)
+
+STORE_FORMAT = "nasq.param_store"
+STORE_VERSION = 1
+STORE_FILE = "param_store.pt"
+# Handles of store actors this process created: a non-detached Ray actor dies when its
+# last handle goes, so the creating driver keeps one until the experiment ends.
+_HANDLES: dict[str, object] = {}
+
+
+class ParameterStore:
+    """Named float tensors with version counters; pushes are additive deltas."""
+
+    def __init__(self, tensors: Mapping[str, torch.Tensor] | None = None) -> None:
+        tensors = tensors or {}
+        self.tensors: dict[str, torch.Tensor] = {k: v.detach().clone().float() for k, v in tensors.items()}
+        self.versions: dict[str, int] = {k: 0 for k in self.tensors}
+        self.pushes = 0
+
+    def names(self) -> list[str]:
+        """Names of all stored tensors."""
+        return list(self.tensors)
+
+    def _check(self, names: Iterable[str]) -> list[str]:
+        names = list(names)
+        missing = [n for n in names if n not in self.tensors]
+        if missing:
+            raise ConfigError(f"parameter store has no tensor {missing[0]!r} ({len(missing)} missing); "
+                              "the genome's network does not match the store's supernet "
+                              "(same cells/channels/combinations?)")
+        return names
+
+    def pull(self, names: Iterable[str], with_versions: bool = False):
+        """Copies of the named tensors (and their versions when ``with_versions``)."""
+        names = self._check(names)
+        tensors = {n: self.tensors[n].clone() for n in names}
+        if with_versions:
+            return tensors, {n: self.versions[n] for n in names}
+        return tensors
+
+    def push(self, deltas: Mapping[str, torch.Tensor],
+             base_versions: Mapping[str, int] | None = None) -> dict:
+        """Add ``deltas`` (trained minus pulled) to the stored tensors; bump their versions.
+
+        Returns:
+            ``{"updated": n, "stale": m}``: tensors changed, and how many of them had been
+            changed by other pushes since ``base_versions`` were pulled.
+        """
+        names = self._check(deltas)
+        for n in names:
+            if tuple(deltas[n].shape) != tuple(self.tensors[n].shape):
+                raise ConfigError(f"delta for {n!r} has shape {tuple(deltas[n].shape)}, "
+                                  f"store holds {tuple(self.tensors[n].shape)}")
+        stale = 0 if base_versions is None else sum(self.versions[n] != base_versions.get(n) for n in names)
+        for n in names:
+            self.tensors[n].add_(deltas[n].to(self.tensors[n].dtype))
+            self.versions[n] += 1
+        self.pushes += 1
+        if stale:
+            logger.debug("push %d: %d of %d tensors changed since pulled", self.pushes, stale, len(names))
+        return {"updated": len(names), "stale": stale}
+
+    def state_dict(self) -> dict:
+        """Versioned document of tensors, versions and push count (loadable with ``weights_only``)."""
+        return {"format": STORE_FORMAT, "version": STORE_VERSION, "tensors": dict(self.tensors),
+                "versions": dict(self.versions), "pushes": self.pushes}
+
+    def load_state_dict(self, state: object, source: object = "state") -> None:
+        """Restore from :meth:`state_dict`; ``CheckpointError`` for foreign or corrupt state."""
+        fix = "point at a param_store.pt written by nasq, or delete it to start from fresh weights"
+        if not isinstance(state, dict) or state.get("format") != STORE_FORMAT:
+            raise CheckpointError(bad_state(source, "not a nasq parameter store", fix))
+        if state.get("version") != STORE_VERSION:
+            raise CheckpointError(bad_state(source, f"store version {state.get('version')!r} is not "
+                                            f"{STORE_VERSION}", "upgrade nasq"))
+        tensors, versions = state.get("tensors"), state.get("versions")
+        if not isinstance(tensors, dict) or not isinstance(versions, dict) or set(tensors) != set(versions):
+            raise CheckpointError(bad_state(source, "tensors and versions do not match", fix))
+        self.tensors = {str(k): v.clone() for k, v in tensors.items()}
+        self.versions = {str(k): int(v) for k, v in versions.items()}
+        self.pushes = int(state.get("pushes", 0))
+
+    def save(self, path: str | Path) -> None:
+        """Write :meth:`state_dict` with ``torch.save`` to a temp file, then ``os.replace``."""
+        save_state(self.state_dict(), path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "ParameterStore":
+        """Read a store written by :meth:`save` (``torch.load(weights_only=True)``)."""
+        store = cls()
+        store.load_state_dict(load_state(path), path)
+        return store
+
+
+def save_state(state: dict, path: str | Path) -> None:
+    """Atomically ``torch.save`` a store state to ``path``."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=".param-store-", suffix=".pt", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load_state(path: str | Path) -> object:
+    """``torch.load(weights_only=True)`` with a ``CheckpointError`` naming the fix."""
+    fix = "delete it to start from fresh weights, or resume another run"
+    if not Path(path).is_file():
+        raise CheckpointError(bad_state(path, "file not found", fix))
+    try:
+        return torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as exc:  # pickle errors, truncated zip, foreign objects
+        raise CheckpointError(bad_state(path, f"unreadable ({type(exc).__name__}: {exc})", fix)) from exc
+
+
+# -- Ray actor wrapper -----------------------------------------------------------------------
+def store_actor_name(run_name: str) -> str:
+    """Name of the store actor of a run."""
+    return f"nasq-param-store-{run_name}"
+
+
+def create_store_actor(name: str, store: ParameterStore):
+    """Start the named store actor holding ``store``'s state, replacing one of that name.
+
+    The actor asks for no CPU (it must not take a trial's slot) and runs one call at a
+    time, which is what makes pushes atomic.
+    """
+    import ray
+
+    _kill_actor(name)
+    actor_cls = ray.remote(num_cpus=0, max_concurrency=1)(ParameterStore)
+    handle = actor_cls.options(name=name).remote()
+    ray.get(handle.load_state_dict.remote(store.state_dict(), name))
+    _HANDLES[name] = handle
+    return handle
+
+
+def _kill_actor(name: str, wait_s: float = 30.0) -> None:
+    """Kill the named actor if it runs, and wait (bounded) until its name is free."""
+    import time
+
+    import ray
+
+    _HANDLES.pop(name, None)
+    try:
+        ray.kill(ray.get_actor(name))
+    except ValueError:
+        return
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        try:
+            ray.get_actor(name)
+        except ValueError:
+            return
+        time.sleep(0.1)
+    logger.warning("parameter store actor %s still registered after %.0f s", name, wait_s)
+
+
+def get_store_actor(name: str):
+    """Handle of a running store actor; ``ConfigError`` if none is running under ``name``."""
+    import ray
+
+    try:
+        return ray.get_actor(name)
+    except ValueError as exc:
+        raise ConfigError(f"no parameter store actor {name!r} is running; start the search with "
+                          "`nasq search jasq` (its prepare step creates the store)") from exc
+
+
+try:  # the callback needs Ray Tune; the plain store above does not
+    from ray.tune import Callback as _TuneCallback
+except ImportError:  # pragma: no cover - Ray is a hard dependency of nasq
+    _TuneCallback = object
+
+
+class StoreCheckpoint(_TuneCallback):
+    """Tune callback saving the store actor's state to ``RUN_DIR/param_store.pt``.
+
+    Saves when a trial completes or checkpoints and at the end of the experiment (then
+    stops the actor), so ``nasq resume`` restarts from the shared weights as they were.
+    """
+
+    def __init__(self, actor_name: str, path: str) -> None:
+        self.actor_name, self.path = actor_name, str(path)
+
+    def _save(self) -> None:
+        import ray
+
+        try:
+            handle = ray.get_actor(self.actor_name)
+        except ValueError:
+            logger.warning("parameter store %s is gone; not saved", self.actor_name)
+            return
+        save_state(ray.get(handle.state_dict.remote()), self.path)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
+        """Save after every finished trial (its push has landed)."""
+        self._save()
+
+    def on_checkpoint(self, iteration: int, trials: list, trial, checkpoint, **info) -> None:
+        """Save alongside trial checkpoints."""
+        self._save()
+
+    def on_experiment_end(self, trials: list, **info) -> None:
+        """Save the final state and stop the actor."""
+        self._save()
+        _kill_actor(self.actor_name)
