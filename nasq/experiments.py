@@ -58,6 +58,9 @@ class Experiment:
             pickled into the Tune experiment, so they must pickle.
         prepare: optional driver-side hook ``(experiment_config, run_dir, resumed)`` run
             before ``fit``, e.g. to create or restore named actors the trainables use.
+        finish: optional driver-side hook ``(experiment_config, run_dir)`` run after ``fit``,
+            after a resumed ``fit`` and by ``nasq report``, to write experiment-specific
+            outputs (e.g. JASQ's Pareto front).
     """
 
     name: str
@@ -69,6 +72,7 @@ class Experiment:
     resources: Callable[[dict], dict] = _one_cpu
     make_callbacks: Callable[[dict, Path], list] = _no_callbacks
     prepare: Callable[[dict, Path, bool], None] | None = None
+    finish: Callable[[dict, Path], Any] | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in ("max", "min"):

@@ -203,12 +203,13 @@ def run_search(settings: SearchSettings, *, verbose: int = 1) -> Path:
     return _finish(run_dir)
 
 
-def resume_search(run_dir: str | Path, *, verbose: int = 1) -> Path:
+def resume_search(run_dir: str | Path, *, address: str | None = None, verbose: int = 1) -> Path:
     """Finish an interrupted search from its run directory (``Tuner.restore``).
 
     Unfinished trials rerun under their own trial ids; finished and errored trials are kept
     as they are (an errored genome is already a failed individual of the searcher). The
-    searcher's state is restored from its newest JSON snapshot by Tune.
+    searcher's state is restored from its newest JSON snapshot by Tune. ``address`` overrides
+    the recorded cluster address (a cluster restarted elsewhere); None keeps the recorded one.
 
     Raises:
         CheckpointError: missing, foreign or corrupt run file or searcher state.
@@ -219,7 +220,7 @@ def resume_search(run_dir: str | Path, *, verbose: int = 1) -> Path:
     settings = read_run_file(run_dir)
     exp = experiments.get(settings.experiment)
     check_resumable(run_dir, settings)
-    connect_ray(settings.address)
+    connect_ray(address if address is not None else settings.address)
     if exp.prepare is not None:
         exp.prepare(settings.experiment_config, run_dir, True)
     tuner = tune.Tuner.restore(str(run_dir), trainable=_trainable(exp, settings.experiment_config),
@@ -329,7 +330,21 @@ def _fit(tuner: Any) -> Any:
 
 
 def _finish(run_dir: Path) -> Path:
+    write_outputs(run_dir)
+    return run_dir
+
+
+def write_outputs(run_dir: str | Path):
+    """Write the run's report (trials.csv, best_so_far.png) and the experiment's own outputs.
+
+    Returns:
+        The trials frame of :func:`nasq.report.write_report`.
+    """
     from nasq.report import write_report
 
-    write_report(run_dir)
-    return run_dir
+    frame = write_report(run_dir)
+    settings = read_run_file(run_dir)
+    exp = experiments.get(settings.experiment)
+    if exp.finish is not None:
+        exp.finish(settings.experiment_config, Path(run_dir))
+    return frame

@@ -6,9 +6,14 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+# Tests run on 2 cores beside Ray workers: one intra-op thread keeps tiny convolutions fast.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

@@ -30,6 +30,7 @@ from ray import tune
 from nasq.data import Splits, load_dataset
 from nasq.experiments import Experiment, register
 from nasq.fitness import jasq_fitness
+from nasq.jasq_report import write_jasq_outputs
 from nasq.models.nasnet import BitRule, NetConfig, SharedNasNet, build_network, parameter_keys
 from nasq.models.training import TrainSettings, evaluate, quantize_network, train_steps
 from nasq.param_store import (STORE_FILE, ParameterStore, StoreCheckpoint, create_store_actor,
@@ -192,6 +193,12 @@ def make_callbacks(cfg: dict, run_dir: Path) -> list:
     return [StoreCheckpoint(name, str(Path(run_dir) / STORE_FILE))]
 
 
+def finish(cfg: dict, run_dir: Path) -> None:
+    """Write the Pareto front and best genomes of a finished (or resumed) run (JASQ §4)."""
+    write_jasq_outputs(run_dir)
+
+
 register(Experiment(name="jasq", make_space=space_of, make_trainable=lambda cfg: JasqTrainable,
                     metric="fitness", mode="max", make_callbacks=make_callbacks, prepare=prepare,
+                    finish=finish,
                     resources=lambda cfg: {"cpu": int(option(cfg, "threads"))}))

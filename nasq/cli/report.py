@@ -6,8 +6,8 @@ import argparse
 from pathlib import Path
 
 from nasq import experiments
-from nasq.report import BEST_PNG, TRIALS_CSV, top_trials, write_report
-from nasq.runner import read_run_file
+from nasq.report import BEST_PNG, TRIALS_CSV, top_trials
+from nasq.runner import read_run_file, write_outputs
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,7 +29,7 @@ def print_summary(run_dir: Path, top: int = 5, write: bool = False) -> None:
 
     settings = read_run_file(run_dir)
     exp = experiments.get(settings.experiment)
-    frame = write_report(run_dir) if write else pd.read_csv(Path(run_dir) / TRIALS_CSV)
+    frame = write_outputs(run_dir) if write else pd.read_csv(Path(run_dir) / TRIALS_CSV)
     finished = int(frame["objective"].notna().sum()) if not frame.empty else 0
     print(f"nasq: {len(frame)} trials, {finished} with a {exp.metric}; report: "
           f"{Path(run_dir) / TRIALS_CSV}, {Path(run_dir) / BEST_PNG}")

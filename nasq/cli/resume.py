@@ -13,6 +13,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``resume`` verb."""
     parser = sub.add_parser("resume", help="finish an interrupted search (after a crash or kill)")
     parser.add_argument("run_dir", metavar="DIR", help="run directory (printed by `nasq search`)")
+    parser.add_argument("--address", default=None,
+                        help="Ray cluster to join instead of the one recorded in the run (e.g. host:6379)")
     parser.set_defaults(func=_run)
 
 
@@ -20,9 +22,10 @@ def _run(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir).expanduser().resolve()
     settings = runner.read_run_file(run_dir)
     runner.check_resumable(run_dir, settings)
-    url = runner.connect_ray(settings.address)
+    address = args.address if args.address is not None else settings.address
+    url = runner.connect_ray(address)
     print(f"nasq: Ray dashboard: {url or '(not running)'}", flush=True)
     print(f"nasq: resuming {run_dir}", flush=True)
-    runner.resume_search(run_dir)
+    runner.resume_search(run_dir, address=address)
     print_summary(run_dir)
     return 0

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 
 from nasq import runner
 from nasq.cli.report import print_summary
 from nasq.cli.search_nb201 import add_search_arguments, settings_from_args
 from nasq.errors import ConfigError
 from nasq.fitness import check_target
-from nasq.jasq_report import PARETO_CSV, PARETO_PNG, write_jasq_outputs
+from nasq.jasq_report import BEST_JSON, PARETO_CSV, PARETO_PNG
 from nasq.param_store import store_actor_name
 
 
@@ -61,8 +63,9 @@ def run_jasq(settings: runner.SearchSettings) -> int:
 
 
 def print_front(run_dir) -> None:
-    """Write pareto.csv/png and best_genomes.json, and print the front."""
-    front, best = write_jasq_outputs(run_dir)
+    """Print the Pareto front and best genomes the run's finish hook wrote."""
+    doc = json.loads((Path(run_dir) / BEST_JSON).read_text())
+    front, best = doc["pareto"], doc["best"]
     print(f"nasq: Pareto front (validation accuracy vs Huffman-coded size), {len(front)} points: "
           f"{run_dir / PARETO_CSV}, {run_dir / PARETO_PNG}")
     for row in front:
