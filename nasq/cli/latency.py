@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--out", help="predictor file (default latency/<engine>.predictor.json)")
     b.set_defaults(func=_build)
 
-    e = cmds.add_parser("eval", help="accuracy on unseen whole models: within ±5/±10%, RMSPE, PNG")
+    e = cmds.add_parser("eval", help="accuracy on unseen whole models: within ±5/±10%%, RMSPE, PNG")
     _timing_args(e, engine=False)
     e.add_argument("--predictor", required=True, help="predictor file from `nasq latency build`")
     e.add_argument("--models", type=int, default=40, help="random models (stem + 4-10 blocks + head)")
