@@ -15,6 +15,7 @@ _LAZY: dict[str, str] = {
     "nb201": "nasq.spaces.nb201",
     "jasq": "nasq.spaces.jasq",
     "jasq-tiny": "nasq.spaces.jasq",
+    "quant-policy": "nasq.spaces.quant_policy",
 }
 
 

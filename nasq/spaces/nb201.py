@@ -80,7 +80,8 @@ class NB201Space(Space[NB201Genome]):
         """Change the op of one uniformly chosen edge to a different op."""
         self._check_kind(kind)
         # One draw picks the edge and one of the four other ops (uniform over the 24 neighbours).
-        edge, step = divmod(int(rng.integers(len(NB201_EDGES) * (len(NB201_OPS) - 1))), len(NB201_OPS) - 1)
+        others = len(NB201_OPS) - 1
+        edge, step = divmod(int(rng.integers(len(NB201_EDGES) * others)), others)
         ops = list(genome.ops)
         ops[edge] = NB201_OPS[(_OP_INDEX[ops[edge]] + 1 + step) % len(NB201_OPS)]
         return NB201Genome(tuple(ops))
