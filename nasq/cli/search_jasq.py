@@ -69,7 +69,7 @@ def print_front(run_dir) -> None:
     print(f"nasq: Pareto front (validation accuracy vs Huffman-coded size), {len(front)} points: "
           f"{run_dir / PARETO_CSV}, {run_dir / PARETO_PNG}")
     for row in front:
-        print(f"  val_acc={row['val_acc']:.4f}  size_mb={row['size_mb']:.4f}  "
+        print(f"  val_acc={row['val_acc']:.2f}%  size_mb={row['size_mb']:.4f}  "
               f"fitness={row.get('fitness', float('nan')):.4f}  {row['genome']}")
     if best:
         print(f"nasq: train the best from scratch: nasq train {run_dir} --genome '{best[0]['genome']}'")

@@ -81,7 +81,7 @@ def _run(args: argparse.Namespace) -> int:
     tmp = out / f".{REPORT_FILE}.tmp"
     tmp.write_text(json.dumps(result, indent=2))
     os.replace(tmp, out / REPORT_FILE)
-    print(f"nasq: test_acc={result['test_acc']:.4f} (quantized; float {float_acc:.4f})  "
+    print(f"nasq: test_acc={result['test_acc']:.2f}% (quantized; float {float_acc:.2f}%)  "
           f"size_mb={size.size_mb_huffman:.4f} (Huffman; fixed {size.size_mb_fixed:.4f}, "
           f"float {size.size_mb_float:.4f})  trained in {seconds:.1f} s")
     print(f"nasq: float state dict: {out / MODEL_FILE}; report: {out / REPORT_FILE}")

@@ -55,13 +55,13 @@ def train_steps(net: nn.Module, data: TensorDataset, settings: TrainSettings) ->
 
 @torch.no_grad()
 def evaluate(net: nn.Module, data: TensorDataset, batch_size: int = 500) -> float:
-    """Top-1 accuracy in [0, 1] of ``net`` on ``data`` (evaluation mode)."""
+    """Top-1 accuracy in percent of ``net`` on ``data`` (evaluation mode), as every nasq report gives it."""
     x, y = data.tensors
     net.eval()
     correct = 0
     for i in range(0, len(y), batch_size):
         correct += int((net(x[i:i + batch_size]).argmax(1) == y[i:i + batch_size]).sum())
-    return correct / max(1, len(y))
+    return 100.0 * correct / max(1, len(y))
 
 
 def state_bits(net: nn.Module, genome: JasqGenome, config: NetConfig, rule: BitRule) -> dict[str, int]:
