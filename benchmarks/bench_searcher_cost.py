@@ -1,0 +1,124 @@
+"""Searcher cost per trial (suggest + on_trial_complete) without Ray, on the NAS-Bench-201 table.
+
+Ours (aging and tournament evolution with P=500 S=125, random) against Ray Tune's ``OptunaSearch`` with
+optuna's NSGA-II sampler and with optuna's random sampler, over the same space expressed as six categorical
+choices. Each trial looks up the CIFAR-10 test accuracy of the suggested cell. Trials run one at a time
+(suggest, then complete), so the figure is the searcher's own bookkeeping cost per trial.
+
+Run: ``.venv/bin/python benchmarks/bench_searcher_cost.py [--trials 10000] [--optuna-trials 2000]
+[--repeats 3] [--tag optuna10k]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from typing import Callable
+
+import numpy as np
+from common import Stopwatch, load_nb201, machine_note, median, percentile, write_results
+
+from nasq.searchers import make_searcher
+from nasq.spaces.nb201 import NB201_OPS
+
+EDGE_KEYS = [f"edge{i}" for i in range(6)]
+
+
+def nb201_string(config: dict) -> str:
+    """The NB201 string of a config holding six categorical edge choices."""
+    o = [config[k] for k in EDGE_KEYS]
+    return f"|{o[0]}~0|+|{o[1]}~0|{o[2]}~1|+|{o[3]}~0|{o[4]}~1|{o[5]}~2|"
+
+
+def ours(kind: str, seed: int, population: int, sample: int) -> tuple[object, Callable[[dict], str]]:
+    """One of our searchers over the registered nb201 space."""
+    kwargs = {"population_size": population, "sample_size": sample} if kind != "random" else {}
+    searcher = make_searcher(kind, "nb201", metric="acc", mode="max", seed=seed, **kwargs)
+    return searcher, lambda config: config["genome"]
+
+
+def optuna_searcher(sampler_name: str, seed: int) -> tuple[object, Callable[[dict], str]]:
+    """Ray Tune's OptunaSearch over six categorical choices, set up the way ``Tuner`` does it."""
+    import optuna
+    from ray import tune
+    from ray.tune.search.optuna import OptunaSearch
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    sampler = (optuna.samplers.NSGAIISampler(seed=seed) if sampler_name == "nsga2"
+               else optuna.samplers.RandomSampler(seed=seed))
+    searcher = OptunaSearch(metric="acc", mode="max", sampler=sampler)
+    searcher.set_search_properties(None, None, {k: tune.choice(list(NB201_OPS)) for k in EDGE_KEYS})
+    return searcher, nb201_string
+
+
+def time_trials(searcher, to_genome, table: dict[str, float], trials: int) -> np.ndarray:
+    """Per-trial cost in µs of ``suggest`` + ``on_trial_complete`` (the table lookup is not timed)."""
+    watch = Stopwatch()
+    for i in range(trials):
+        trial_id = f"trial_{i}"
+        with watch:
+            config = searcher.suggest(trial_id)
+        acc = table[to_genome(config)]
+        with watch:
+            searcher.on_trial_complete(trial_id, {"acc": acc})
+    ns = np.asarray(watch.samples, dtype=float).reshape(trials, 2).sum(axis=1)
+    return ns / 1e3
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=10_000, help="trials per run of our searchers")
+    parser.add_argument("--optuna-trials", type=int, default=2_000, help="trials per OptunaSearch run")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per searcher (seeds 0..repeats-1)")
+    parser.add_argument("--population", type=int, default=500)
+    parser.add_argument("--sample", type=int, default=125)
+    parser.add_argument("--tag", default="", help="suffix of the result file names")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.ERROR)
+    table = load_nb201()
+    n2 = min(args.optuna_trials, args.trials)
+    runs = [("aging", f"ours: aging P={args.population} S={args.sample}", "ours", args.trials),
+            ("tournament", f"ours: tournament P={args.population} S={args.sample}", "ours", args.trials),
+            ("random", "ours: random", "ours", args.trials),
+            ("nsga2", "Ray OptunaSearch + NSGAIISampler", "optuna", args.optuna_trials),
+            ("random", "Ray OptunaSearch + RandomSampler", "optuna", args.optuna_trials)]
+    summary, raw = [], []
+    for kind, label, family, trials in runs:
+        meds, p90s, meds_first, totals, bests = [], [], [], [], []
+        for seed in range(args.repeats):
+            searcher, to_genome = (ours(kind, seed, args.population, args.sample) if family == "ours"
+                                   else optuna_searcher(kind, seed))
+            t0 = time.perf_counter()
+            us = time_trials(searcher, to_genome, table, trials)
+            totals.append(time.perf_counter() - t0)
+            meds.append(median(us))
+            p90s.append(percentile(us, 90))
+            meds_first.append(median(us[:n2]))
+            raw.append([label, seed, trials, f"{median(us):.2f}", f"{percentile(us, 90):.2f}",
+                        f"{median(us[:n2]):.2f}", f"{us.mean():.2f}", f"{totals[-1]:.3f}"])
+        summary.append([label, trials, args.repeats, median(meds), median(p90s), median(meds_first),
+                        median(totals)])
+        print(f"{label}: median {median(meds):.1f} µs over {trials} trials", flush=True)
+    ref = {row[0]: row for row in summary}
+    nsga = ref["Ray OptunaSearch + NSGAIISampler"][5]
+    rows = [[*row[:3], f"{row[3]:.1f}", f"{row[4]:.1f}", f"{row[5]:.1f}", f"{nsga / row[5]:.1f}x",
+             f"{row[6]:.2f}"] for row in summary]
+    notes = [machine_note(),
+             "Cost per trial = suggest + on_trial_complete, one trial at a time, no Ray runtime; the table "
+             "lookup itself is not timed.",
+             f"OptunaSearch runs {args.optuna_trials} trials (it slows down as trials accumulate); to "
+             f"compare like with like the 'first {n2}' column gives every searcher's median over its first "
+             f"{n2} trials, and the ratio column uses it.",
+             "Medians are over the repeats of each run's median (and p90) per-trial cost.",
+             f"Targets (issue 2): ours median <= 100 µs; >= 50x cheaper than OptunaSearch (NSGA-II)."]
+    headers = ["searcher", "trials/run", "repeats", "median µs/trial", "p90 µs/trial",
+               f"median µs, first {n2}", "NSGA-II / this (first n)", "s/run"]
+    write_results("searcher_cost" + (f"_{args.tag}" if args.tag else ""),
+                  "Searcher cost per trial (NAS-Bench-201, no Ray)", notes, headers, rows,
+                  raw=(["searcher", "seed", "trials", "median_us", "p90_us", f"median_us_first_{n2}",
+                        "mean_us", "run_s"], raw))
+
+
+if __name__ == "__main__":
+    main()
