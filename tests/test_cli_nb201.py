@@ -12,21 +12,15 @@ import pytest
 
 from nasq import runner
 from nasq.cli import main as cli_main
-from nasq.cli import search as cli_search
 from nasq.errors import CheckpointError, DataError
 
-CLI = (
-    "import sys, nasq.cli.main as m, nasq.cli.search as s;"
-    "m.VERBS = ('search', 'resume', 'report'); s.TARGETS = {'nb201': 'nasq.cli.search_nb201'};"
-    "sys.exit(m.main(sys.argv[1:]))"
-)
+# The real `nasq` command, run in a child process with this interpreter.
+CLI = "import sys; from nasq.cli.main import main; sys.exit(main(sys.argv[1:]))"
 
 
 @pytest.fixture
 def nasq(monkeypatch, capsys):
-    """Run the CLI in-process with only this area's verbs; return (exit code, stderr lines)."""
-    monkeypatch.setattr(cli_main, "VERBS", ("search", "resume", "report"))
-    monkeypatch.setattr(cli_search, "TARGETS", {"nb201": "nasq.cli.search_nb201"})
+    """Run the real CLI in-process; return (exit code, stderr lines)."""
     monkeypatch.delenv("NASQ_DEBUG", raising=False)
 
     def call(*argv: str) -> tuple[int, list[str]]:
@@ -115,8 +109,6 @@ def test_resume_state_of_another_searcher(nasq, nb201_table, tmp_path):
 
 
 def test_debug_variable_raises_instead(monkeypatch, tmp_path):
-    monkeypatch.setattr(cli_main, "VERBS", ("search", "resume", "report"))
-    monkeypatch.setattr(cli_search, "TARGETS", {"nb201": "nasq.cli.search_nb201"})
     monkeypatch.setenv("NASQ_DEBUG", "1")
     with pytest.raises(CheckpointError):
         cli_main.main(["resume", str(tmp_path)])

@@ -13,8 +13,7 @@ FAST = ["--actors", "0", "--repeats", "5", "--warmup", "1"]
 
 
 def run(argv: list[str], monkeypatch, capsys) -> tuple[int, str, str]:
-    """Run the real ``nasq`` entry point with only the latency verb registered."""
-    monkeypatch.setattr(cli_main, "VERBS", ("latency",))
+    """Run the real ``nasq`` entry point in-process."""
     code = cli_main.main(argv)
     out, err = capsys.readouterr()
     return code, out, err
@@ -24,13 +23,8 @@ def run(argv: list[str], monkeypatch, capsys) -> tuple[int, str, str]:
 def built(tmp_path_factory):
     """A tiny predictor built through the CLI."""
     path = tmp_path_factory.mktemp("cli") / "tiny.json"
-    mp = pytest.MonkeyPatch()
-    mp.setattr(cli_main, "VERBS", ("latency",))
-    try:
-        code = cli_main.main(["latency", "build", "--space", "tiny", "--samples", "8", "--calib-chains", "3",
-                              "--out", str(path), *FAST])
-    finally:
-        mp.undo()
+    code = cli_main.main(["latency", "build", "--space", "tiny", "--samples", "8", "--calib-chains", "3",
+                          "--out", str(path), *FAST])
     assert code == 0
     return path
 
