@@ -22,12 +22,26 @@ def keras():
     """Import Keras on the TensorFlow backend, or raise ConfigError saying what to install."""
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    _load_triton_first()
     try:
         import keras as _keras
         import tensorflow  # noqa: F401  (the converter needs the TensorFlow backend)
     except ImportError as exc:
         raise ConfigError(f"{TFLITE_INSTALL} ({exc})") from exc
     return _keras
+
+
+def _load_triton_first() -> None:
+    """Load Triton (shipped with torch) before TensorFlow.
+
+    With torch 2.14 and TensorFlow 2.21, importing TensorFlow first makes the process crash
+    (SIGSEGV) as soon as torch later imports Triton (``torch._dynamo``, e.g. ONNX export or
+    model compilation); in the other order both work. Importing Triton costs about 0.1 s.
+    """
+    try:
+        import triton  # noqa: F401
+    except Exception:  # torch builds without Triton have nothing to order
+        pass
 
 
 def _act(x, name: str):
