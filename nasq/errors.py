@@ -39,3 +39,18 @@ def bad_token(kind: str, token: str, allowed: object, where: str = "") -> str:
 def bad_state(path: object, problem: str, fix: str) -> str:
     """Format the message for a checkpoint or state file that cannot be used."""
     return f"cannot use state {path}: {problem}; {fix}"
+
+
+def check_state_header(state: object, fmt: str, version: int, source: object, what: str, fix: str) -> dict:
+    """Check the ``format``/``version`` header of a nasq state document and return it as a dict.
+
+    Raises:
+        CheckpointError: ``state`` is not a dict of format ``fmt`` (message: "not a nasq {what}"
+            and ``fix``), or its version is not ``version`` (fix: upgrade nasq or start anew).
+    """
+    if not isinstance(state, dict) or state.get("format") != fmt:
+        raise CheckpointError(bad_state(source, f"not a nasq {what}", fix))
+    if state.get("version") != version:
+        raise CheckpointError(bad_state(source, f"{what} version {state.get('version')!r} is not {version}",
+                                        "upgrade nasq or start a new run"))
+    return state

@@ -26,7 +26,7 @@ from typing import Iterable, Mapping
 
 import torch
 
-from nasq.errors import CheckpointError, ConfigError, bad_state
+from nasq.errors import CheckpointError, ConfigError, bad_state, check_state_header
 
 logger = logging.getLogger(__name__)
 
@@ -98,11 +98,7 @@ class ParameterStore:
     def load_state_dict(self, state: object, source: object = "state") -> None:
         """Restore from :meth:`state_dict`; ``CheckpointError`` for foreign or corrupt state."""
         fix = "point at a param_store.pt written by nasq, or delete it to start from fresh weights"
-        if not isinstance(state, dict) or state.get("format") != STORE_FORMAT:
-            raise CheckpointError(bad_state(source, "not a nasq parameter store", fix))
-        if state.get("version") != STORE_VERSION:
-            raise CheckpointError(bad_state(source, f"store version {state.get('version')!r} is not "
-                                            f"{STORE_VERSION}", "upgrade nasq"))
+        state = check_state_header(state, STORE_FORMAT, STORE_VERSION, source, "parameter store", fix)
         tensors, versions = state.get("tensors"), state.get("versions")
         if not isinstance(tensors, dict) or not isinstance(versions, dict) or set(tensors) != set(versions):
             raise CheckpointError(bad_state(source, "tensors and versions do not match", fix))

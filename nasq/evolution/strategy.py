@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from nasq.errors import CheckpointError, ConfigError
+from nasq.errors import CheckpointError, ConfigError, bad_state, check_state_header
 from nasq.evolution.population import Individual, Population, is_valid_score
 from nasq.spaces import Space, get
 
@@ -186,14 +186,8 @@ class Strategy(abc.ABC):
 
     def load_state_dict(self, state: dict, source: object = "state") -> None:
         """Restore from :meth:`state_dict`; raise ``CheckpointError`` for foreign or corrupt state."""
-        from nasq.errors import bad_state
-
         fix = "point at a state written by the same nasq searcher, or start a new run"
-        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
-            raise CheckpointError(bad_state(source, "not a nasq searcher state", fix))
-        if state.get("version") != STATE_VERSION:
-            raise CheckpointError(bad_state(source, f"state version {state.get('version')!r} "
-                                            f"is not {STATE_VERSION}", "upgrade nasq or start a new run"))
+        check_state_header(state, STATE_FORMAT, STATE_VERSION, source, "searcher state", fix)
         if state.get("kind") != self.kind or state.get("space") != self.space.name:
             raise CheckpointError(bad_state(
                 source, f"it is a {state.get('kind')}/{state.get('space')} state, this searcher is "
