@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> None:
             ("random", "Ray OptunaSearch + RandomSampler", "optuna", args.optuna_trials)]
     summary, raw = [], []
     for kind, label, family, trials in runs:
-        meds, p90s, meds_first, totals, bests = [], [], [], [], []
+        meds, p90s, meds_first, totals = [], [], [], []
         for seed in range(args.repeats):
             searcher, to_genome = (ours(kind, seed, args.population, args.sample) if family == "ours"
                                    else optuna_searcher(kind, seed))
@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> None:
              f"compare like with like the 'first {n2}' column gives every searcher's median over its first "
              f"{n2} trials, and the ratio column uses it.",
              "Medians are over the repeats of each run's median (and p90) per-trial cost.",
-             f"Targets (issue 2): ours median <= 100 µs; >= 50x cheaper than OptunaSearch (NSGA-II)."]
+             "Targets (issue 2): ours median <= 100 µs; >= 50x cheaper than OptunaSearch (NSGA-II)."]
     headers = ["searcher", "trials/run", "repeats", "median µs/trial", "p90 µs/trial",
                f"median µs, first {n2}", "NSGA-II / this (first n)", "s/run"]
     write_results("searcher_cost" + (f"_{args.tag}" if args.tag else ""),

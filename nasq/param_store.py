@@ -22,9 +22,12 @@ import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import TYPE_CHECKING, Iterable, Mapping
 
 import torch
+
+if TYPE_CHECKING:
+    import ray.actor
 
 from nasq.errors import CheckpointError, ConfigError, bad_state, check_state_header
 
@@ -149,7 +152,7 @@ def store_actor_name(run_name: str) -> str:
     return f"nasq-param-store-{run_name}"
 
 
-def create_store_actor(name: str, store: ParameterStore):
+def create_store_actor(name: str, store: ParameterStore) -> "ray.actor.ActorHandle":
     """Start the named store actor holding ``store``'s state, replacing one of that name.
 
     The actor asks for no CPU (it must not take a trial's slot) and runs one call at a
@@ -186,7 +189,7 @@ def _kill_actor(name: str, wait_s: float = 30.0) -> None:
     logger.warning("parameter store actor %s still registered after %.0f s", name, wait_s)
 
 
-def get_store_actor(name: str):
+def get_store_actor(name: str) -> "ray.actor.ActorHandle":
     """Handle of a running store actor; ``ConfigError`` if none is running under ``name``."""
     import ray
 

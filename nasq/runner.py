@@ -27,6 +27,8 @@ from nasq import experiments
 from nasq.errors import CheckpointError, ConfigError, NasqError, bad_state
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from nasq.searchers import GenomeSearcher
 
 logger = logging.getLogger(__name__)
@@ -334,7 +336,7 @@ def _finish(run_dir: Path) -> Path:
     return run_dir
 
 
-def write_outputs(run_dir: str | Path):
+def write_outputs(run_dir: str | Path) -> "pd.DataFrame":
     """Write the run's report (trials.csv, best_so_far.png) and the experiment's own outputs.
 
     Returns:

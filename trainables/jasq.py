@@ -23,6 +23,7 @@ import os
 import time
 import zlib
 from pathlib import Path
+from typing import Any
 
 import torch
 from ray import tune
@@ -33,8 +34,14 @@ from nasq.fitness import jasq_fitness
 from nasq.jasq_report import write_jasq_outputs
 from nasq.models.nasnet import BitRule, NetConfig, SharedNasNet, build_network, parameter_keys
 from nasq.models.training import TrainSettings, evaluate, quantize_network, train_steps
-from nasq.param_store import (STORE_FILE, ParameterStore, StoreCheckpoint, create_store_actor,
-                              get_store_actor, store_actor_name)
+from nasq.param_store import (
+    STORE_FILE,
+    ParameterStore,
+    StoreCheckpoint,
+    create_store_actor,
+    get_store_actor,
+    store_actor_name,
+)
 from nasq.spaces.jasq import DEFAULT_BITS, JasqSpace
 
 logger = logging.getLogger(__name__)
@@ -46,7 +53,7 @@ DEFAULTS: dict = {"dataset": "digits", "data_root": None, "data_seed": 0, "data_
 CHECKPOINT_FILE = "jasq-trial.json"
 
 
-def option(cfg: dict, key: str):
+def option(cfg: dict, key: str) -> Any:
     """``cfg[key]``, or the default of :data:`DEFAULTS` when absent or None."""
     value = cfg.get(key)
     return DEFAULTS[key] if value is None else value

@@ -17,6 +17,7 @@ A trial reports ``val_acc`` (percent), ``size_mb`` (Huffman-coded file size), ``
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Callable
 
 import torch
 from ray import tune
@@ -99,7 +100,7 @@ def quant_policy_trainable(config: dict) -> None:
     tune.report(score(config, config["genome"]))
 
 
-def make_trainable(cfg: dict):
+def make_trainable(cfg: dict) -> Callable[[dict], None]:
     """The trainable of the experiment (validates Eq. 1's settings first)."""
     if cfg.get("target_size_mb") is not None:
         check_target(float(cfg["target_size_mb"]), float(cfg.get("gamma", DEFAULT_GAMMA)))

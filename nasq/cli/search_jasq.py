@@ -8,7 +8,7 @@ from pathlib import Path
 
 from nasq import runner
 from nasq.cli.report import print_summary
-from nasq.cli.search_nb201 import add_search_arguments, settings_from_args
+from nasq.cli.search_common import add_search_arguments, launch, settings_from_args
 from nasq.errors import ConfigError
 from nasq.fitness import check_target
 from nasq.jasq_report import BEST_JSON, PARETO_CSV, PARETO_PNG
@@ -51,18 +51,17 @@ def jasq_config(args: argparse.Namespace) -> dict:
 
 def run_jasq(settings: runner.SearchSettings) -> int:
     """Run the search, then write and print the Pareto front and best genomes."""
-    settings = runner.check_settings(settings)
-    settings.experiment_config["param_store"] = store_actor_name(settings.name)
-    url = runner.connect_ray(settings.address)
-    print(f"nasq: Ray dashboard: {url or '(not running)'}", flush=True)
-    print(f"nasq: run directory: {runner.run_dir_of(settings)}", flush=True)
-    run_dir = runner.run_search(settings)
+    def name_store(resolved: runner.SearchSettings, run_dir: Path) -> None:
+        """Name the run's parameter-store actor after the run (JASQ Appendix 4)."""
+        resolved.experiment_config["param_store"] = store_actor_name(resolved.name)
+
+    run_dir = launch(settings, name_store)
     print_summary(run_dir)
     print_front(run_dir)
     return 0
 
 
-def print_front(run_dir) -> None:
+def print_front(run_dir: Path) -> None:
     """Print the Pareto front and best genomes the run's finish hook wrote."""
     doc = json.loads((Path(run_dir) / BEST_JSON).read_text())
     front, best = doc["pareto"], doc["best"]

@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 
 from nasq import runner
-from nasq.cli.search_nb201 import add_search_arguments, settings_from_args
-from nasq.data import load_dataset
+from nasq.cli.search_common import add_search_arguments, launch, settings_from_args
+from nasq.data import Splits, load_dataset
 from nasq.errors import ConfigError
 from nasq.models.torchvision_nets import (
     MODELS,
@@ -75,7 +75,7 @@ def _dataset_spec(spec: str) -> str:
     return spec
 
 
-def prepare_weights(args: argparse.Namespace, splits, out_dir: Path) -> tuple[torch.nn.Module, Path]:
+def prepare_weights(args: argparse.Namespace, splits: Splits, out_dir: Path) -> tuple[torch.nn.Module, Path]:
     """Build the network and get its float weights per the CLI options; return it and the state dict path."""
     net = build_torchvision(args.model, splits.num_classes, splits.input_shape, weights=args.weights)
     if args.checkpoint:
@@ -124,17 +124,15 @@ def _run(args: argparse.Namespace) -> int:
         "gamma": args.gamma,
         "cpus_per_trial": args.cpus_per_trial,
     }
-    settings = runner.check_settings(settings_from_args(args, "quant-policy", cfg))
-    run_dir = runner.run_dir_of(settings)
-    if (run_dir / runner.RUN_FILE).exists():
-        raise ConfigError(f"{run_dir} already holds a nasq run; pick another --name")
-    net, ckpt = prepare_weights(args, splits, run_dir)
-    cfg["checkpoint"] = str(ckpt)
-    url = runner.connect_ray(settings.address)
-    print(f"nasq: Ray dashboard: {url or '(not running)'}", flush=True)
-    print(f"nasq: run directory: {run_dir}", flush=True)
-    run_dir = runner.run_search(settings)
-    return _write_reports(run_dir, net, splits, args)
+    trained: dict = {}
+
+    def add_weights(settings: runner.SearchSettings, run_dir: Path) -> None:
+        """Train or load the float weights into the run directory; the trials read them."""
+        trained["net"], ckpt = prepare_weights(args, splits, run_dir)
+        settings.experiment_config["checkpoint"] = str(ckpt)
+
+    run_dir = launch(settings_from_args(args, "quant-policy", cfg), add_weights)
+    return _write_reports(run_dir, trained["net"], splits, args)
 
 
 def _write_reports(run_dir: Path, net: torch.nn.Module, splits, args: argparse.Namespace) -> int:

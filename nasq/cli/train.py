@@ -44,8 +44,13 @@ def _genome_of(run_dir: Path, genome: str) -> str:
 def _run(args: argparse.Namespace) -> int:
     import torch
 
-    from nasq.models.training import (TrainSettings, epochs_to_steps, evaluate, quantize_network,
-                                      train_standalone)
+    from nasq.models.training import (
+        TrainSettings,
+        epochs_to_steps,
+        evaluate,
+        quantize_network,
+        train_standalone,
+    )
     from nasq.runner import read_run_file
     from nasq.trainables.jasq import bit_rule_of, net_config_of, option, space_of, splits_of
 
