@@ -72,6 +72,20 @@ def load_dataset(
     return _make_splits(x[train], y[train], x[val], y[val], x[test], y[test])
 
 
+def resolve_spec(spec: str, data_root: str | None = None) -> tuple[str, str | None]:
+    """Make the paths of a data set spec absolute, so Ray workers (whose working directory
+    is the trial's folder) find the same files as the driver.
+
+    Returns:
+        ``(spec, data_root)`` with ``npz:PATH`` and ``data_root`` resolved; other specs unchanged.
+    """
+    if spec.startswith("npz:"):
+        spec = "npz:" + os.path.abspath(os.path.expanduser(spec[4:]))
+    if data_root:
+        data_root = os.path.abspath(os.path.expanduser(data_root))
+    return spec, data_root
+
+
 def load_npz(path: str) -> tuple[np.ndarray, np.ndarray]:
     """Read and validate an image ``.npz``: ``x`` uint8 (N,H,W,C) or (N,H,W), ``y`` integer (N,).
 

@@ -90,3 +90,13 @@ def test_cli_config_carries_options():
                               "--train-steps", "7"]))
     assert cfg["dataset"] == "npz:/x.npz" and cfg["target_size_mb"] == 0.5 and cfg["bits"] == [2, 4, 8]
     assert (cfg["cells"], cfg["channels"], cfg["combinations"], cfg["train_steps"]) == (2, 12, 4, 7)
+
+
+def test_cli_config_makes_data_paths_absolute(tmp_path, monkeypatch):
+    """Trials run in their own folders, so a relative npz path or data root must be resolved first."""
+    from nasq.cli.search_jasq import jasq_config
+
+    monkeypatch.chdir(tmp_path)
+    cfg = jasq_config(_parse(["--dataset", "npz:data/set.npz", "--data-root", "cifar"]))
+    assert cfg["dataset"] == f"npz:{tmp_path / 'data' / 'set.npz'}"
+    assert cfg["data_root"] == str(tmp_path / "cifar")

@@ -9,6 +9,7 @@ from pathlib import Path
 from nasq import runner
 from nasq.cli.report import print_summary
 from nasq.cli.search_common import add_search_arguments, launch, settings_from_args
+from nasq.data import resolve_spec
 from nasq.errors import ConfigError
 from nasq.fitness import check_target
 from nasq.jasq_report import BEST_JSON, PARETO_CSV, PARETO_PNG
@@ -43,7 +44,8 @@ def jasq_config(args: argparse.Namespace) -> dict:
     for key in ("cells", "channels", "combinations", "train_steps", "batch_size"):
         if getattr(args, key) < 1:
             raise ConfigError(f"--{key.replace('_', '-')} must be >= 1, got {getattr(args, key)}")
-    return {"dataset": args.dataset, "data_root": args.data_root, "data_limit": args.data_limit,
+    dataset, data_root = resolve_spec(args.dataset, args.data_root)
+    return {"dataset": dataset, "data_root": data_root, "data_limit": args.data_limit,
             "target_size_mb": args.target_size_mb, "gamma": args.gamma, "cells": args.cells,
             "channels": args.channels, "combinations": args.combinations, "bits": bits,
             "train_steps": args.train_steps, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed}

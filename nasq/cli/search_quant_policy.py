@@ -15,7 +15,7 @@ import torch
 
 from nasq import runner
 from nasq.cli.search_common import add_search_arguments, launch, settings_from_args
-from nasq.data import Splits, load_dataset
+from nasq.data import Splits, load_dataset, resolve_spec
 from nasq.errors import ConfigError
 from nasq.models.torchvision_nets import (
     MODELS,
@@ -69,12 +69,6 @@ def _choices(text: str) -> list[int]:
         raise ConfigError(f"--bit-choices {text!r} must be comma-separated integers like 4,8,16") from exc
 
 
-def _dataset_spec(spec: str) -> str:
-    if spec.startswith("npz:"):
-        return "npz:" + str(Path(spec[4:]).expanduser().resolve())
-    return spec
-
-
 def prepare_weights(args: argparse.Namespace, splits: Splits, out_dir: Path) -> tuple[torch.nn.Module, Path]:
     """Build the network and get its float weights per the CLI options; return it and the state dict path."""
     net = build_torchvision(args.model, splits.num_classes, splits.input_shape, weights=args.weights)
@@ -108,14 +102,14 @@ def prepare_weights(args: argparse.Namespace, splits: Splits, out_dir: Path) -> 
 
 def _run(args: argparse.Namespace) -> int:
     check_model(args.model)
-    spec = _dataset_spec(args.dataset)
-    splits = load_dataset(spec, data_root=args.data_root, seed=args.data_seed, limit=args.limit)
+    spec, data_root = resolve_spec(args.dataset, args.data_root)
+    splits = load_dataset(spec, data_root=data_root, seed=args.data_seed, limit=args.limit)
     probe = build_torchvision(args.model, splits.num_classes, splits.input_shape)
     cfg: dict = {
         "model": args.model,
         "num_layers": len(quantizable_layers(probe)),
         "dataset": spec,
-        "data_root": args.data_root,
+        "data_root": data_root,
         "data_seed": args.data_seed,
         "limit": args.limit,
         "bucket_size": args.bucket_size,
