@@ -29,7 +29,6 @@ DATASET_COLUMNS: dict[str, str] = {
     "imagenet16": "ImageNetTestAccuracy200Epochs",
 }
 TABLE_NAME = "nb201_nats_tss_test_acc_200ep.csv"
-LATENCY_TABLE_NAME = "nb201_latency_help_24dev.csv"
 
 
 @dataclass(frozen=True)

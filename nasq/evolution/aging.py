@@ -34,14 +34,7 @@ class AgingEvolution(Strategy):
     def _breed(self) -> list[Proposal]:
         parent = best_of(self.population.sample(self.sample_size, self.rng))
         if self.children_per_parent == 1:
-
-            def child() -> str:
-                genome = parent.genome
-                for kind in self.space.mutation_kinds:
-                    genome = self.space.mutate_str(genome, self.rng, kind)
-                return genome
-
-            return [Proposal(self._fresh(child), "child")]
+            return [Proposal(self._fresh(lambda: self._mutate_all(parent.genome)), "child")]
         children = []
         for kind in self.space.mutation_kinds:
             genome = self._fresh(lambda k=kind: self.space.mutate_str(parent.genome, self.rng, k))

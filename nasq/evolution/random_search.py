@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from nasq.evolution.population import Individual
+from nasq.evolution.population import Individual, worst_of
 from nasq.evolution.strategy import Proposal, Strategy
 
 
@@ -26,4 +26,4 @@ class RandomSampling(Strategy):
 
     def _after_insert(self, ind: Individual, proposal: Proposal) -> None:
         while len(self.population) > self.population_size:
-            self.population.remove(min(self.population.members, key=lambda m: m.score))
+            self.population.remove(worst_of(self.population.members))

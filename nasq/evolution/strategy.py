@@ -114,10 +114,6 @@ class Strategy(abc.ABC):
             self.initialized = True
         return ind
 
-    def forget(self, ticket: str) -> None:
-        """Drop a pending ticket without a result (e.g. a trial that was never started)."""
-        self.pending.pop(ticket, None)
-
     def best(self) -> Individual | None:
         """The best individual currently alive."""
         return self.population.best()
@@ -130,17 +126,12 @@ class Strategy(abc.ABC):
             waiting = sum(1 for p in self.pending.values() if p.origin in ("init", "random"))
             if len(self.population) + waiting < self.population_size:
                 return Proposal(self._fresh(lambda: self.space.random_str(self.rng)), "random")
-            if not self._can_breed_early():
-                return None
+            return None
         if len(self.population) == 0:
             return None
         children = self._breed()
         self.queue.extend(children[1:])
         return children[0]
-
-    def _can_breed_early(self) -> bool:
-        """Whether to breed before the initial population is complete (default: wait)."""
-        return False
 
     def _fresh(self, make) -> str:
         """Call ``make`` until it returns a genome not alive or pending, at most ``max_retries`` times."""
@@ -152,6 +143,13 @@ class Strategy(abc.ABC):
                 return genome
             genome = make()
         logger.debug("no new genome after %d retries; re-evaluating %s", self.max_retries, genome)
+        return genome
+
+    def _mutate_all(self, genome: str) -> str:
+        """Apply every mutation kind of the space in turn (JASQ §3.3: one architecture element,
+        then one cell's bits; a space with one kind mutates once)."""
+        for kind in self.space.mutation_kinds:
+            genome = self.space.mutate_str(genome, self.rng, kind)
         return genome
 
     @abc.abstractmethod

@@ -20,14 +20,8 @@ class TournamentSelection(Strategy):
     def _breed(self) -> list[Proposal]:
         sample = self.population.sample(self.sample_size, self.rng)
         parent = best_of(sample)
-
-        def child() -> str:
-            genome = parent.genome
-            for kind in self.space.mutation_kinds:
-                genome = self.space.mutate_str(genome, self.rng, kind)
-            return genome
-
-        return [Proposal(self._fresh(child), "child", [ind.birth for ind in sample])]
+        child = self._fresh(lambda: self._mutate_all(parent.genome))
+        return [Proposal(child, "child", [ind.birth for ind in sample])]
 
     def _after_insert(self, ind: Individual, proposal: Proposal) -> None:
         if len(self.population) <= self.population_size:
