@@ -233,3 +233,20 @@ def test_noisy_measurements_are_repeated_and_the_steadiest_kept(monkeypatch):
     rows = ds.measure_robust([[b] for b in blocks], MeasureSettings(), actors=0, max_iqr=0.1, retries=2)
     assert calls == [3, 3]  # all three re-measured once, then steady
     assert [r["median_ms"] for r in rows] == [3.0] * 3 and all(r["attempts"] == 2 for r in rows)
+
+
+def test_in_process_measurement_leaves_torch_threads_as_they_were():
+    import torch
+
+    from nasq.blocks.spec import BlockSpec
+    from nasq.latency.dataset import MeasureSettings, measure_parallel
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        spec = BlockSpec.from_key("mbv1-r7-i16-o16-k3-s1-e1")
+        rows = measure_parallel([[spec]], MeasureSettings(engine="ort-fp32", repeats=3, warmup=1), actors=0)
+        assert rows[0]["median_ms"] > 0
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -228,8 +228,14 @@ def measure_parallel(items: Sequence[Sequence[BlockSpec]], settings: MeasureSett
     """
     keyed = [[s.key() for s in item] for item in items]
     if actors <= 0:
-        worker = MeasureWorker(settings, None)
-        return [worker.measure(k) for k in keyed]
+        import torch
+
+        threads = torch.get_num_threads()  # the worker pins torch to one thread: give it back after
+        try:
+            worker = MeasureWorker(settings, None)
+            return [worker.measure(k) for k in keyed]
+        finally:
+            torch.set_num_threads(threads)
     import ray
     from ray.util import ActorPool
 
