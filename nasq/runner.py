@@ -21,7 +21,7 @@ import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from nasq import experiments
 from nasq.errors import CheckpointError, ConfigError, NasqError, bad_state
@@ -88,6 +88,13 @@ def check_settings(settings: SearchSettings) -> SearchSettings:
     Raises:
         NasqError: a one-line user error naming the fix.
     """
+    settings = _named(settings)
+    build_searcher(settings)
+    return settings
+
+
+def _named(settings: SearchSettings) -> SearchSettings:
+    """Check the counts and the run directory, and fill in the default run name."""
     if settings.samples < 1:
         raise ConfigError(f"samples must be >= 1, got {settings.samples}")
     if settings.concurrency < 1:
@@ -99,7 +106,6 @@ def check_settings(settings: SearchSettings) -> SearchSettings:
     if (run_dir / RUN_FILE).exists():
         raise ConfigError(f"{run_dir} already holds a nasq run; resume it with `nasq resume {run_dir}` "
                           "or pick another --name")
-    build_searcher(settings)
     return settings
 
 
@@ -192,7 +198,8 @@ def run_search(settings: SearchSettings, *, verbose: int = 1) -> Path:
     Raises:
         ConfigError: the run directory already holds a run (resume it or pick another name).
     """
-    settings = check_settings(settings)
+    settings = _named(settings)
+    searcher = build_searcher(settings)  # validates before anything is written
     run_dir = run_dir_of(settings)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_run_file(run_dir, settings)
@@ -200,18 +207,20 @@ def run_search(settings: SearchSettings, *, verbose: int = 1) -> Path:
     exp = experiments.get(settings.experiment)
     if exp.prepare is not None:
         exp.prepare(settings.experiment_config, run_dir, False)
-    tuner = _new_tuner(settings, exp, build_searcher(settings), run_dir, verbose)
+    tuner = _new_tuner(settings, exp, searcher, run_dir, verbose)
     _fit(tuner)
     return _finish(run_dir)
 
 
-def resume_search(run_dir: str | Path, *, address: str | None = None, verbose: int = 1) -> Path:
+def resume_search(run_dir: str | Path, *, address: str | None = None,
+                  on_connect: Callable[[str | None], None] | None = None, verbose: int = 1) -> Path:
     """Finish an interrupted search from its run directory (``Tuner.restore``).
 
     Unfinished trials rerun under their own trial ids; finished and errored trials are kept
     as they are (an errored genome is already a failed individual of the searcher). The
     searcher's state is restored from its newest JSON snapshot by Tune. ``address`` overrides
     the recorded cluster address (a cluster restarted elsewhere); None keeps the recorded one.
+    ``on_connect(dashboard_url)`` is called once Ray is up (the CLI prints where to look).
 
     Raises:
         CheckpointError: missing, foreign or corrupt run file or searcher state.
@@ -222,10 +231,13 @@ def resume_search(run_dir: str | Path, *, address: str | None = None, verbose: i
     settings = read_run_file(run_dir)
     exp = experiments.get(settings.experiment)
     check_resumable(run_dir, settings)
-    connect_ray(address if address is not None else settings.address)
+    url = connect_ray(address if address is not None else settings.address)
+    if on_connect is not None:
+        on_connect(url)
     if exp.prepare is not None:
         exp.prepare(settings.experiment_config, run_dir, True)
-    tuner = tune.Tuner.restore(str(run_dir), trainable=_trainable(exp, settings.experiment_config),
+    trainable = exp.make_trainable(settings.experiment_config)
+    tuner = tune.Tuner.restore(str(run_dir), trainable=_with_resources(exp, settings.experiment_config, trainable),
                                resume_unfinished=True, resume_errored=False, restart_errored=False)
     _fit(tuner)
     return _finish(run_dir)
@@ -285,10 +297,10 @@ def check_resumable(run_dir: Path, settings: SearchSettings) -> None:
         raise CheckpointError(bad_state(state, f"unreadable ({exc})", "start a new search")) from exc
 
 
-def _trainable(exp: experiments.Experiment, cfg: dict) -> Any:
+def _with_resources(exp: experiments.Experiment, cfg: dict, trainable: Any) -> Any:
     from ray import tune
 
-    return tune.with_resources(exp.make_trainable(cfg), exp.resources(cfg))
+    return tune.with_resources(trainable, exp.resources(cfg))
 
 
 def _reusable(trainable: Any) -> bool:
@@ -310,9 +322,10 @@ def _new_tuner(settings: SearchSettings, exp: experiments.Experiment, searcher: 
     cfg = settings.experiment_config
     callbacks = [CompletionLog(str(run_dir)), *exp.make_callbacks(cfg, run_dir)]
     search_alg = ConcurrencyLimiter(searcher, max_concurrent=settings.concurrency)
-    reuse = _reusable(exp.make_trainable(cfg))  # saves a worker start per trial
+    trainable = exp.make_trainable(cfg)
+    reuse = _reusable(trainable)  # saves a worker start per trial
     return tune.Tuner(
-        _trainable(exp, cfg),
+        _with_resources(exp, cfg, trainable),
         tune_config=tune.TuneConfig(search_alg=search_alg,
                                     num_samples=settings.samples, metric=exp.metric, mode=exp.mode,
                                     trial_dirname_creator=trial_dirname, reuse_actors=reuse),

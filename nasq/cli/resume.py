@@ -20,12 +20,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir).expanduser().resolve()
-    settings = runner.read_run_file(run_dir)
-    runner.check_resumable(run_dir, settings)
-    address = args.address if args.address is not None else settings.address
-    url = runner.connect_ray(address)
-    print(f"nasq: Ray dashboard: {url or '(not running)'}", flush=True)
-    print(f"nasq: resuming {run_dir}", flush=True)
-    runner.resume_search(run_dir, address=address)
+
+    def show(url: str | None) -> None:
+        print(f"nasq: Ray dashboard: {url or '(not running)'}", flush=True)
+        print(f"nasq: resuming {run_dir}", flush=True)
+
+    runner.resume_search(run_dir, address=args.address, on_connect=show)
     print_summary(run_dir)
     return 0
