@@ -62,7 +62,7 @@ def hypervolume(points: list[tuple[float, float]], size_ref: float) -> float:
 def run_one(args, searcher: str, seed: int, storage: Path) -> tuple[list[dict], float, Path]:
     cfg = {"dataset": f"npz:{args.data}", "data_limit": args.limit, "cells": 1, "channels": args.channels,
            "combinations": args.combinations, "bits": [4, 8, 16], "train_steps": args.train_steps,
-           "batch_size": 64, "lr": 0.05, "target_size_mb": args.target_size_mb, "gamma": -0.2, "seed": seed}
+           "batch_size": 64, "lr": 0.05, "target_size_mb": args.target_size_mb, "gamma": -0.2, "train_seed": seed}
     name = f"bench-jasq-{searcher}-s{seed}-{int(time.time())}"
     cfg["param_store"] = store_actor_name(name)
     settings = runner.SearchSettings(experiment="jasq", experiment_config=cfg, searcher=searcher,

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import os
+import zipfile
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +23,7 @@ from nasq.errors import DataError
 log = logging.getLogger(__name__)
 
 DATASETS = ("digits", "cifar10", "npz:PATH")
+MAX_CLASSES = 10_000  # largest number of classes an npz data set may have (labels 0 .. MAX_CLASSES-1)
 
 
 @dataclass(frozen=True)
@@ -94,23 +97,11 @@ def load_npz(path: str) -> tuple[np.ndarray, np.ndarray]:
     """
     if not path:
         raise DataError("empty npz path; write the data set as npz:PATH/TO/FILE.npz")
+    if os.path.isdir(path):
+        raise DataError(f"npz path {path!r} is a directory; give the .npz file itself as npz:PATH")
     if not os.path.isfile(path):
         raise DataError(f"npz file {path!r} not found; check the path given as npz:PATH")
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            missing = [k for k in ("x", "y") if k not in f.files]
-            if missing:
-                raise DataError(
-                    f"npz file {path!r} lacks key(s) {missing} (has {f.files}); "
-                    "it needs 'x' (uint8 N,H,W,C images) and 'y' (integer labels)"
-                )
-            x, y = f["x"], f["y"]
-    except DataError:
-        raise
-    except (OSError, ValueError) as exc:
-        raise DataError(
-            f"cannot read npz file {path!r} ({exc}); write it with numpy.savez(x=..., y=...)"
-        ) from exc
+    x, y = _read_npz_arrays(path)
     if x.dtype != np.uint8:
         raise DataError(f"'x' in {path!r} has dtype {x.dtype}; expected uint8 images (0..255)")
     if x.ndim == 3:
@@ -123,9 +114,49 @@ def load_npz(path: str) -> tuple[np.ndarray, np.ndarray]:
         )
     if len(y) != len(x):
         raise DataError(f"{path!r} has {len(x)} images but {len(y)} labels; they must match")
-    if y.min() < 0:
-        raise DataError(f"'y' in {path!r} has negative labels; labels must be 0 .. num_classes-1")
+    _check_labels(y, path)
     return x, y.astype(np.int64)
+
+
+def _read_npz_arrays(path: str) -> tuple[np.ndarray, np.ndarray]:
+    """``x`` and ``y`` of an npz file; a missing key, a truncated or foreign file is a DataError."""
+    try:
+        f = np.load(path, allow_pickle=False)
+        if not isinstance(f, np.lib.npyio.NpzFile):  # a plain .npy array, not an archive
+            raise DataError(f"{path!r} holds one array, not an npz archive; "
+                            "write it with numpy.savez(path, x=images, y=labels)")
+        with f:
+            missing = [k for k in ("x", "y") if k not in f.files]
+            if missing:
+                raise DataError(
+                    f"npz file {path!r} lacks key(s) {missing} (has {f.files}); "
+                    "it needs 'x' (uint8 N,H,W,C images) and 'y' (integer labels)"
+                )
+            return f["x"], f["y"]
+    except DataError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise DataError(
+            f"cannot read npz file {path!r} ({type(exc).__name__}: {reason}; truncated or not an npz "
+            "archive); write it again with numpy.savez(path, x=images, y=labels)"
+        ) from exc
+
+
+def _check_labels(y: np.ndarray, path: str) -> None:
+    """Labels must be 0 .. K-1 with K at most :data:`MAX_CLASSES` and at most the number of examples."""
+    if len(y) == 0:
+        raise DataError(f"'y' in {path!r} is empty; the data set needs at least a few labelled examples")
+    lo, hi = int(y.min()), int(y.max())
+    if lo < 0:
+        raise DataError(f"'y' in {path!r} has negative label {lo}; labels must be 0 .. num_classes-1")
+    limit = min(MAX_CLASSES, len(y))
+    if hi >= limit:
+        raise DataError(
+            f"'y' in {path!r} has label {hi}, so {hi + 1} classes for {len(y)} examples; labels must be "
+            f"0 .. num_classes-1 with num_classes <= {limit} (at most {MAX_CLASSES} and at most the number "
+            "of examples); renumber the labels, e.g. numpy.unique(y, return_inverse=True)[1]"
+        )
 
 
 def _load_digits() -> tuple[np.ndarray, np.ndarray]:

@@ -14,10 +14,13 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from nasq.errors import ConfigError, bad_token
 from nasq.spaces import Space
+
+if TYPE_CHECKING:
+    from nasq.evolution.constraint import Constraint
 
 Fitness = Callable[[dict], float]
 
@@ -31,6 +34,10 @@ _LAZY: dict[str, str] = {
 
 
 def _no_fitness(cfg: dict) -> Fitness | None:
+    return None
+
+
+def _no_constraint(cfg: dict) -> "Constraint | None":
     return None
 
 
@@ -53,14 +60,20 @@ class Experiment:
         metric: the result key the searcher optimises (e.g. ``"val_acc"``).
         mode: ``"max"`` or ``"min"``.
         make_fitness: experiment_config -> optional ``result -> float`` (None: the metric).
+        make_constraint: experiment_config -> optional :class:`nasq.evolution.Constraint` on the
+            genome, known before evaluation and enforced in the evolution core (issue 7 §3).
         resources: experiment_config -> resources of one trial (``tune.with_resources``).
         make_callbacks: (experiment_config, run_dir) -> driver-side Tune callbacks; they are
             pickled into the Tune experiment, so they must pickle.
-        prepare: optional driver-side hook ``(experiment_config, run_dir, resumed)`` run
-            before ``fit``, e.g. to create or restore named actors the trainables use.
-        finish: optional driver-side hook ``(experiment_config, run_dir)`` run after ``fit``,
+        prepare: optional driver-side hook ``(settings, run_dir, resumed) -> settings | None``
+            run once Ray is up, before ``fit`` (and before a resumed ``fit``), e.g. to create or
+            restore named actors the trainables use or to prepare weights; it may return the
+            settings with derived fields filled in (they are written to the run file).
+        finish: optional driver-side hook ``(settings, run_dir, trials)`` run after ``fit``,
             after a resumed ``fit`` and by ``nasq report``, to write experiment-specific
-            outputs (e.g. JASQ's Pareto front).
+            outputs (e.g. the Pareto front); ``trials`` is :func:`nasq.report.load_trials`' frame.
+        settings_class: the typed settings of ``experiment_config`` (a
+            :class:`nasq.settings.ExperimentSettings` subclass), or None for a plain dict.
     """
 
     name: str
@@ -69,10 +82,12 @@ class Experiment:
     metric: str
     mode: str
     make_fitness: Callable[[dict], Fitness | None] = _no_fitness
+    make_constraint: Callable[[dict], "Constraint | None"] = _no_constraint
     resources: Callable[[dict], dict] = _one_cpu
     make_callbacks: Callable[[dict, Path], list] = _no_callbacks
-    prepare: Callable[[dict, Path, bool], None] | None = None
-    finish: Callable[[dict, Path], Any] | None = None
+    prepare: Callable[[Any, Path, bool], Any] | None = None
+    finish: Callable[[Any, Path, Any], Any] | None = None
+    settings_class: type | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in ("max", "min"):
@@ -98,9 +113,14 @@ def get(name: str) -> Experiment:
     return _REGISTRY[name]
 
 
+def registered(name: str) -> Experiment | None:
+    """The experiment registered as ``name`` if its module is already imported (imports nothing)."""
+    return _REGISTRY.get(name)
+
+
 def list_experiments() -> list[str]:
     """Names of the registered and lazily importable experiments."""
     return sorted(set(_REGISTRY) | set(_LAZY))
 
 
-__all__ = ["Experiment", "Fitness", "get", "list_experiments", "register"]
+__all__ = ["Experiment", "Fitness", "get", "list_experiments", "register", "registered"]

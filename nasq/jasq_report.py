@@ -1,7 +1,8 @@
-"""Outputs of a JASQ search: Pareto front of (validation accuracy, size) and the best genomes (JASQ §4).
+"""The one Pareto writer of size-aware searches (JASQ and quant-policy, JASQ §4).
 
-Reads the run's ``trials.csv`` (written by :func:`nasq.report.write_report`) and writes
-``pareto.csv``, ``pareto.png`` and ``best_genomes.json`` into the run directory.
+From the run's trials (the frame of :func:`nasq.report.load_trials`, or ``trials.csv``) it writes
+the front of (validation accuracy, Huffman-coded size) as ``pareto.csv`` and ``pareto.png`` and the
+best genomes by fitness as ``best_genomes.json`` into the run directory.
 """
 
 from __future__ import annotations
@@ -22,12 +23,13 @@ COLUMNS = ("genome", "val_acc", "size_mb", "size_mb_fixed", "size_mb_float", "fi
            "trial_id")
 
 
-def finished_rows(run_dir: str | Path) -> list[dict]:
+def finished_rows(run_dir: str | Path, frame: pd.DataFrame | None = None) -> list[dict]:
     """Trials of the run that reported accuracy and size, as dicts of :data:`COLUMNS`."""
-    path = Path(run_dir) / TRIALS_CSV
-    if not path.is_file():
-        return []
-    frame = pd.read_csv(path)
+    if frame is None:
+        path = Path(run_dir) / TRIALS_CSV
+        if not path.is_file():
+            return []
+        frame = pd.read_csv(path)
     if frame.empty or "val_acc" not in frame or "size_mb" not in frame:
         return []
     frame = frame.dropna(subset=["val_acc", "size_mb"])
@@ -41,17 +43,23 @@ def _plain(value):
     return value.item() if hasattr(value, "item") else value
 
 
-def write_jasq_outputs(run_dir: str | Path, top: int = 5) -> tuple[list[dict], list[dict]]:
+def write_front_outputs(run_dir: str | Path, frame: pd.DataFrame | None = None, top: int = 5,
+                        title: str = "validation accuracy vs Huffman size") -> tuple[list[dict], list[dict]]:
     """Write the Pareto front (CSV, PNG) and the ``top`` genomes by fitness; return (front, best)."""
     run_dir = Path(run_dir)
-    rows = finished_rows(run_dir)
+    rows = finished_rows(run_dir, frame)
     front = write_front_csv(rows, run_dir / PARETO_CSV, acc_key="val_acc", size_key="size_mb")
     if rows:
         plot_front(rows, run_dir / PARETO_PNG, acc_key="val_acc", size_key="size_mb",
-                   title=f"JASQ: validation accuracy vs Huffman size ({len(rows)} trials)")
+                   title=f"{title} ({len(rows)} trials)")
     scored = [r for r in rows if r.get("fitness") is not None]
     best = sorted(scored, key=lambda r: -r["fitness"])[:top]
     tmp = run_dir / f".{BEST_JSON}.tmp"
     tmp.write_text(json.dumps({"best": best, "pareto": front}, indent=2))
     tmp.replace(run_dir / BEST_JSON)
     return front, best
+
+
+def write_jasq_outputs(run_dir: str | Path, top: int = 5) -> tuple[list[dict], list[dict]]:
+    """:func:`write_front_outputs` from the run's ``trials.csv`` (kept for the benchmarks)."""
+    return write_front_outputs(run_dir, None, top, title="JASQ: validation accuracy vs Huffman size")

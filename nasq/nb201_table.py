@@ -29,6 +29,7 @@ DATASET_COLUMNS: dict[str, str] = {
     "imagenet16": "ImageNetTestAccuracy200Epochs",
 }
 TABLE_NAME = "nb201_nats_tss_test_acc_200ep.csv"
+NB201_CELLS = 5 ** 6  # every cell of the space: 5 operations on 6 edges
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,9 @@ def _read_column(path: str | Path, key_column: str, value_column: str, flag: str
             raise DataError(f"{path}: bad architecture string ({exc}); is this an NB201 table?") from exc
     if not out:
         raise DataError(f"{path} has no rows; pass the NB201 CSV with {flag}")
+    if len(out) != NB201_CELLS:
+        raise DataError(f"{path} has {len(out)} distinct cells, not all {NB201_CELLS} of NAS-Bench-201; "
+                        f"pass the complete table with {flag}")
     return out
 
 

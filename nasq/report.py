@@ -1,11 +1,11 @@
 """Reports of a search run: every trial as CSV and the best-so-far curve as PNG.
 
-Completion order comes from ``completions.jsonl``, which the :class:`CompletionLog` Tune
-callback appends to on the driver as trials finish (after a resume, a trial that ran again
-keeps its last completion). Results come from the Tune experiment in the run directory.
-The best-so-far curve is the running best of the experiment's objective (its fitness when
-it has one, e.g. a latency constraint, else its metric) in completion order, the usual way
-evolutionary NAS runs are compared (JASQ §4, SpaceEvo §5).
+Completion order comes from ``completions.jsonl``, which the
+:class:`nasq.searchers.callbacks.CompletionLog` Tune callback appends to on the driver as trials
+finish (after a resume, a trial that ran again keeps its last completion). Results come from the Tune
+experiment in the run directory. The best-so-far curve is the running best of the experiment's
+objective (its fitness when it has one, e.g. a latency constraint, else its metric) in completion order,
+the usual way evolutionary NAS runs are compared (JASQ §4, SpaceEvo §5).
 """
 
 from __future__ import annotations
@@ -13,43 +13,21 @@ from __future__ import annotations
 import json
 import logging
 import math
-import time
 from pathlib import Path
 
 import pandas as pd
-from ray.tune import Callback
 
-from nasq import experiments
+from nasq.runfile import COMPLETIONS_FILE, read_run_file
+from nasq.settings import SearchSettings
 
 logger = logging.getLogger(__name__)
 
-COMPLETIONS_FILE = "completions.jsonl"
 TRIALS_CSV = "trials.csv"
 BEST_PNG = "best_so_far.png"
 # Tune's bookkeeping keys, left out of trials.csv
 _TUNE_KEYS = {"timestamp", "training_iteration", "time_this_iter_s", "time_total_s", "pid", "hostname",
               "node_ip", "time_since_restore", "iterations_since_restore", "checkpoint_dir_name", "done",
               "date", "trial_id", "experiment_tag", "should_checkpoint"}
-
-
-class CompletionLog(Callback):
-    """Tune callback appending ``{"trial_id", "status", "time"}`` to the run's completion log."""
-
-    def __init__(self, run_dir: str) -> None:
-        self.run_dir = str(run_dir)
-
-    def _append(self, trial, status: str) -> None:
-        line = json.dumps({"trial_id": trial.trial_id, "status": status, "time": time.time()})
-        with open(Path(self.run_dir) / COMPLETIONS_FILE, "a") as f:
-            f.write(line + "\n")
-
-    def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
-        """Record a finished trial."""
-        self._append(trial, "TERMINATED")
-
-    def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
-        """Record an errored trial."""
-        self._append(trial, "ERROR")
 
 
 def read_completions(run_dir: str | Path, key: str = "time") -> dict[str, float | str]:
@@ -67,20 +45,19 @@ def read_completions(run_dir: str | Path, key: str = "time") -> dict[str, float 
     return out
 
 
-def load_trials(run_dir: str | Path) -> pd.DataFrame:
+def load_trials(run_dir: str | Path, settings: SearchSettings | None = None) -> pd.DataFrame:
     """One row per trial of the run: order, trial id, status, genome, metrics and objective.
 
-    ``order`` is the 1-based completion order (empty for trials that never finished).
+    ``order`` is the 1-based completion order (empty for trials that never finished);
+    ``settings`` are the run's (read from its run file when None).
     """
-    from ray.tune import ExperimentAnalysis
-
-    from nasq.runner import read_run_file
+    from nasq.run_checks import experiment_analysis
 
     run_dir = Path(run_dir).expanduser().resolve()
-    settings = read_run_file(run_dir)
-    exp = experiments.get(settings.experiment)
+    settings = settings if settings is not None else read_run_file(run_dir)
+    exp = settings.exp
     fitness = exp.make_fitness(settings.experiment_config)
-    analysis = ExperimentAnalysis(str(run_dir))
+    analysis = experiment_analysis(run_dir)  # one-line CheckpointError for a missing or corrupt snapshot
     done = read_completions(run_dir)
     ended = read_completions(run_dir, "status")
     rows = []
@@ -121,19 +98,17 @@ def best_so_far(frame: pd.DataFrame, mode: str) -> pd.Series:
     return best.ffill()
 
 
-def write_report(run_dir: str | Path) -> pd.DataFrame:
+def write_report(run_dir: str | Path, settings: SearchSettings | None = None) -> pd.DataFrame:
     """Write ``trials.csv`` and ``best_so_far.png`` into the run directory; return the trials."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from nasq.runner import read_run_file
-
     run_dir = Path(run_dir).expanduser().resolve()
-    settings = read_run_file(run_dir)
-    exp = experiments.get(settings.experiment)
-    frame = load_trials(run_dir)
+    settings = settings if settings is not None else read_run_file(run_dir)
+    exp = settings.exp
+    frame = load_trials(run_dir, settings)
     frame.to_csv(run_dir / TRIALS_CSV, index=False)
     if frame.empty:
         return frame

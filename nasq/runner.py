@@ -1,11 +1,15 @@
 """Run, and resume, a genome search on Ray Tune.
 
-The runner joins the pieces: an :class:`nasq.experiments.Experiment` (space, trainable,
-metric), a genome searcher (:func:`nasq.searchers.make_searcher`, tournament selection of
-JASQ Alg. 1 or aging evolution of SpaceEvo §4.4) wrapped in Tune's ``ConcurrencyLimiter``,
-and a ``tune.Tuner``. The run directory is the Tune experiment directory; it also holds
-``nasq-run.json`` (the resolved :class:`SearchSettings`) so ``resume_search`` can rebuild
-the same trainable and searcher, and ``trials.csv`` (see :mod:`nasq.report`).
+The runner joins the pieces: a resolved :class:`nasq.settings.SearchSettings` (which holds its
+:class:`nasq.experiments.Experiment`: space, trainable, metric), a genome searcher
+(:func:`nasq.searchers.make_searcher`, tournament selection of JASQ Alg. 1 or aging evolution of
+SpaceEvo §4.4) wrapped in Tune's ``ConcurrencyLimiter``, and a ``tune.Tuner``. The run directory is the
+Tune experiment directory; it also holds ``nasq-run.json`` (see :mod:`nasq.runfile`) so
+``resume_search`` can rebuild the same trainable and searcher, and ``trials.csv`` (see :mod:`nasq.report`).
+
+Everything the user gave is validated by :func:`check_settings` before Ray starts or anything is
+written; the run directory is created only then, and removed again when Ray or the experiment's
+preparation fails before Tune's first step (only a folder this call created, holding only its files).
 
 Tune snapshots the experiment, and with it the searcher's JSON state, every
 ``TUNE_GLOBAL_CHECKPOINT_S`` seconds (default here: 2), so a killed driver loses little.
@@ -13,62 +17,29 @@ Tune snapshots the experiment, and with it the searcher's JSON state, every
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
 import os
+import shutil
 import socket
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from nasq import experiments
 from nasq.errors import CheckpointError, ConfigError, NasqError, bad_state
+from nasq.runfile import RUN_FILE, RUN_FORMAT, RUN_VERSION, is_run_dir, read_run_file, write_run_file
+from nasq.settings import SearchSettings
 
 if TYPE_CHECKING:
     import pandas as pd
 
+    from nasq.experiments import Experiment
     from nasq.searchers import GenomeSearcher
 
 logger = logging.getLogger(__name__)
 
-RUN_FILE = "nasq-run.json"
-RUN_FORMAT = "nasq.run"
-RUN_VERSION = 1
 CHECKPOINT_PERIOD_S = "2"
-_RESUME_FIX = "pass the directory that `nasq search` printed (it holds nasq-run.json), or start a new search"
-
-
-@dataclass
-class SearchSettings:
-    """Resolved settings of one search; written to ``RUN_DIR/nasq-run.json``."""
-
-    experiment: str                     # registered experiment name ("nb201", "jasq", ...)
-    experiment_config: dict             # passed to the experiment's factories and into every trial config
-    searcher: str = "tournament"        # tournament | aging | random
-    population_size: int = 16           # P
-    sample_size: int = 16               # S
-    children_per_parent: int = 1        # aging only: 1, or 2 for SpaceEvo's two children
-    samples: int = 64                   # number of trials (evaluated genomes)
-    concurrency: int = 2                # trials running at once (ConcurrencyLimiter)
-    seed: int | None = 0                # searcher seed
-    storage: str = "runs"               # parent folder of run directories
-    name: str | None = None             # run directory name (default: experiment-searcher-time)
-    address: str | None = None          # Ray cluster to join (None: start a local Ray)
-    points_to_evaluate: list[str] = field(default_factory=list)  # genomes evaluated first
-
-    @classmethod
-    def from_json(cls, data: Any, source: object = RUN_FILE) -> "SearchSettings":
-        """Rebuild from the ``settings`` object of a run file; ``CheckpointError`` when malformed."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        if not isinstance(data, dict) or not {"experiment", "experiment_config"} <= set(data):
-            raise CheckpointError(bad_state(source, "settings lack experiment/experiment_config",
-                                            _RESUME_FIX))
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise CheckpointError(bad_state(source, f"unknown settings {unknown}", "upgrade nasq"))
-        return cls(**data)
+# files the runner itself may write into a new run directory before Tune's first step
+_OWN_FILES = {RUN_FILE, f".{RUN_FILE}.tmp", "param_store.pt", "float_state_dict.pt", "live.json"}
 
 
 def run_dir_of(settings: SearchSettings) -> Path:
@@ -79,41 +50,109 @@ def run_dir_of(settings: SearchSettings) -> Path:
 
 
 def check_settings(settings: SearchSettings) -> SearchSettings:
-    """Validate ``settings`` without Ray and fill in the default name.
+    """Validate ``settings`` without Ray and without writing anything; fill in the default name.
 
-    Builds the experiment's space, fitness and searcher once, so a bad searcher name, a
-    malformed genome in ``points_to_evaluate``, a bad data path or a run directory that
-    already holds a run fails before Ray starts.
+    Runs the experiment settings' file checks (data, tables, checkpoints), checks the storage folder,
+    the run directory and the CPUs a trial asks for, and builds the searcher once, so a bad searcher
+    name, a malformed genome in ``points_to_evaluate`` or a bad data path fails before Ray starts.
 
     Raises:
         NasqError: a one-line user error naming the fix.
     """
+    options = settings.options
+    if hasattr(options, "check"):
+        checked = options.check()
+        if checked != options:
+            settings = settings.replace(experiment_config=checked)
     settings = _named(settings)
+    _check_run_dir(run_dir_of(settings))
+    check_trial_cpus(settings)
     build_searcher(settings)
     return settings
 
 
 def _named(settings: SearchSettings) -> SearchSettings:
-    """Check the counts and the run directory, and fill in the default run name."""
-    if settings.samples < 1:
-        raise ConfigError(f"samples must be >= 1, got {settings.samples}")
-    if settings.concurrency < 1:
-        raise ConfigError(f"concurrency must be >= 1, got {settings.concurrency}")
-    if not settings.name:
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        settings = dataclasses.replace(settings, name=f"{settings.experiment}-{settings.searcher}-{stamp}")
-    run_dir = run_dir_of(settings)
-    if (run_dir / RUN_FILE).exists():
+    """Fill in the default run name."""
+    if settings.name:
+        return settings
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return settings.replace(name=f"{settings.experiment}-{settings.searcher}-{stamp}")
+
+
+def _check_run_dir(run_dir: Path) -> None:
+    """Refuse a storage path through a file, an existing run and a foreign non-empty folder."""
+    for parent in reversed(run_dir.parents):
+        if parent.exists() and not parent.is_dir():
+            raise ConfigError(f"--storage {parent} is a file, not a folder; pass a folder for run "
+                              "directories")
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"{run_dir} is a file; pick another --name")
+    if is_run_dir(run_dir):
         raise ConfigError(f"{run_dir} already holds a nasq run; resume it with `nasq resume {run_dir}` "
                           "or pick another --name")
-    return settings
+    if run_dir.is_dir() and any(run_dir.iterdir()):
+        raise ConfigError(f"{run_dir} exists and is not a nasq run; nasq will not write into it: pick "
+                          "another --name or --storage")
+
+
+def local_num_cpus(default: int | None = None) -> int | None:
+    """CPUs of a local Ray: ``NASQ_RAY_NUM_CPUS`` when set (validated), else ``default``.
+
+    Raises:
+        ConfigError: the variable is not a whole number >= 1.
+    """
+    text = os.environ.get("NASQ_RAY_NUM_CPUS", "").strip()
+    if not text:
+        return default
+    if not (text.isascii() and text.isdecimal()) or int(text) < 1:
+        raise ConfigError(f"NASQ_RAY_NUM_CPUS={text!r} must be a whole number of CPUs >= 1, like 2; "
+                          "fix or unset it")
+    return int(text)
+
+
+def trial_cpus(settings: SearchSettings) -> float:
+    """CPUs one trial of ``settings`` asks Ray for."""
+    return float(settings.exp.resources(settings.experiment_config).get("cpu", 1))
+
+
+def check_trial_cpus(settings: SearchSettings, available: float | None = None) -> None:
+    """Refuse trials that can never be scheduled (they would hang the search).
+
+    ``available`` is the cluster's CPU count once connected; before that the local Ray's
+    (``NASQ_RAY_NUM_CPUS`` or this machine's CPUs), unless the search joins a cluster.
+    """
+    need = trial_cpus(settings)
+    joins = settings.address or os.environ.get("RAY_ADDRESS")
+    if available is None:
+        local = local_num_cpus(default=os.cpu_count() or 1)
+        if joins or _ray_initialized():
+            return  # checked against the cluster's resources right after connecting
+        available, where = float(local), f"the {local} CPUs of the local Ray"
+    else:
+        where = f"the {available:g} CPUs of the Ray cluster"
+    if need > available:
+        raise ConfigError(f"a trial asks for {need:g} CPUs (--cpus-per-trial) but {where} can never run it; "
+                          f"use --cpus-per-trial {min(available, 1.0):g} .. {available:g}")
+
+
+def _ray_initialized() -> bool:
+    import sys
+
+    ray = sys.modules.get("ray")
+    return bool(ray is not None and ray.is_initialized())
+
+
+def _cluster_cpus() -> float:
+    import ray
+
+    return float(ray.cluster_resources().get("CPU", 0.0))
 
 
 def build_searcher(settings: SearchSettings) -> GenomeSearcher:
     """Build the genome searcher of ``settings`` (JASQ Alg. 1 / SpaceEvo §4.4 evolution)."""
     from nasq.searchers import make_searcher
 
-    exp = experiments.get(settings.experiment)
+    exp = settings.exp
     cfg = settings.experiment_config
     kwargs: dict[str, Any] = {"population_size": settings.population_size,
                               "sample_size": settings.sample_size}
@@ -122,9 +161,16 @@ def build_searcher(settings: SearchSettings) -> GenomeSearcher:
     elif settings.children_per_parent != 1:
         raise ConfigError(f"children_per_parent={settings.children_per_parent} needs --searcher aging; "
                           "use 1 with tournament or random")
-    return make_searcher(settings.searcher, exp.make_space(cfg), seed=settings.seed, metric=exp.metric,
-                         mode=exp.mode, fitness=exp.make_fitness(cfg), extra_config=dict(cfg),
-                         points_to_evaluate=list(settings.points_to_evaluate), **kwargs)
+    from nasq.evolution.hyper import HyperSpace
+
+    searcher = make_searcher(settings.searcher, exp.make_space(cfg), seed=settings.seed, metric=exp.metric,
+                             mode=exp.mode, fitness=exp.make_fitness(cfg), extra_config=dict(cfg),
+                             constraint=exp.make_constraint(cfg),  # known before evaluation: in the core
+                             points_to_evaluate=list(settings.points_to_evaluate), **kwargs)
+    # nasq's own experiments search no Tune domains beside the genome: fix that now, so settings
+    # that depend on the mutation kinds (children_per_parent) are checked before Ray starts
+    searcher.strategy.set_hyper(HyperSpace())
+    return searcher
 
 
 def connect_ray(address: str | None = None) -> str | None:
@@ -142,17 +188,19 @@ def connect_ray(address: str | None = None) -> str | None:
     address = address or os.environ.get("RAY_ADDRESS") or None
     if address:
         _check_reachable(address)
+        from nasq.ray_auth import prepare_join
+
+        token = prepare_join(address)  # token auth when the cluster wants it, as `ray start` set it up
         try:
             return _dashboard_url(ray.init(address=address, log_to_driver=False))
         except (ConnectionError, ValueError, RuntimeError) as exc:
-            auth = "" if os.environ.get("RAY_AUTH_MODE") else (
-                ", or set RAY_AUTH_MODE=token (and RAY_AUTH_TOKEN) if the cluster uses token authentication, "
-                "as `ray start` does when ~/.ray/auth_token exists")
+            auth = f" (joined with the token from {token})" if token else ""
             raise ConfigError(f"cannot join the Ray cluster at {address!r} ({exc}); check --address{auth}, "
                               "or leave --address out to start a local Ray") from exc
     kwargs: dict[str, Any] = {"address": "local", "log_to_driver": False}
-    if os.environ.get("NASQ_RAY_NUM_CPUS"):
-        kwargs["num_cpus"] = int(os.environ["NASQ_RAY_NUM_CPUS"])
+    num_cpus = local_num_cpus(default=None)
+    if num_cpus is not None:
+        kwargs["num_cpus"] = num_cpus
     if os.environ.get("NASQ_RAY_DASHBOARD", "1") in ("0", ""):
         return _dashboard_url(ray.init(include_dashboard=False, **kwargs))
     try:
@@ -192,24 +240,54 @@ def _dashboard_url(ctx: Any) -> str | None:
     return url or None
 
 
-def run_search(settings: SearchSettings, *, verbose: int = 1) -> Path:
+def run_search(settings: SearchSettings, *, verbose: int = 1,
+               on_connect: Callable[[str | None, Path], None] | None = None) -> Path:
     """Run a new search to completion and return its run directory.
 
+    ``on_connect(dashboard_url, run_dir)`` is called once Ray is up (the CLI prints where to look).
+
     Raises:
-        ConfigError: the run directory already holds a run (resume it or pick another name).
+        NasqError: invalid settings (before Ray starts and before anything is written).
     """
-    settings = _named(settings)
-    searcher = build_searcher(settings)  # validates before anything is written
+    settings = check_settings(settings)
     run_dir = run_dir_of(settings)
+    created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_run_file(run_dir, settings)
-    connect_ray(settings.address)
-    exp = experiments.get(settings.experiment)
-    if exp.prepare is not None:
-        exp.prepare(settings.experiment_config, run_dir, False)
-    tuner = _new_tuner(settings, exp, searcher, run_dir, verbose)
+    try:
+        url = connect_ray(settings.address)
+        check_trial_cpus(settings, _cluster_cpus())
+        settings = _prepare(settings, run_dir, resumed=False)
+        write_run_file(run_dir, settings)
+        if on_connect is not None:
+            on_connect(url, run_dir)
+        tuner = _new_tuner(settings, build_searcher(settings), run_dir, verbose)
+    except BaseException:
+        _remove_unstarted(run_dir, created)
+        raise
     _fit(tuner)
-    return _finish(run_dir)
+    return _finish(settings, run_dir)
+
+
+def _prepare(settings: SearchSettings, run_dir: Path, resumed: bool) -> SearchSettings:
+    """Run the experiment's prepare hook; it may return settings with derived fields filled in."""
+    if settings.exp.prepare is None:
+        return settings
+    prepared = settings.exp.prepare(settings, run_dir, resumed)
+    return settings if prepared is None else prepared
+
+
+def _remove_unstarted(run_dir: Path, created: bool) -> None:
+    """Undo a search that failed before Tune started: remove the run directory when this process
+    created it and nothing but nasq's own files are in it, else remove only nasq's own files."""
+    entries = {p.name for p in run_dir.iterdir()} if run_dir.is_dir() else set()
+    if created and entries <= _OWN_FILES:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        return
+    for name in entries & _OWN_FILES:
+        (run_dir / name).unlink(missing_ok=True)
+    if created and entries - _OWN_FILES:
+        logger.warning("left %s in place: it holds files nasq did not write (%s)", run_dir,
+                       sorted(entries - _OWN_FILES)[:3])
 
 
 def resume_search(run_dir: str | Path, *, address: str | None = None,
@@ -229,50 +307,22 @@ def resume_search(run_dir: str | Path, *, address: str | None = None,
 
     run_dir = Path(run_dir).expanduser().resolve()
     settings = read_run_file(run_dir)
-    exp = experiments.get(settings.experiment)
     check_resumable(run_dir, settings)
-    url = connect_ray(address if address is not None else settings.address)
+    if address is not None:
+        settings = settings.replace(address=address)
+    url = connect_ray(settings.address)
+    check_trial_cpus(settings, _cluster_cpus())
     if on_connect is not None:
         on_connect(url)
-    if exp.prepare is not None:
-        exp.prepare(settings.experiment_config, run_dir, True)
-    trainable = exp.make_trainable(settings.experiment_config)
-    tuner = tune.Tuner.restore(str(run_dir), trainable=_with_resources(exp, settings.experiment_config, trainable),
+    settings = _prepare(settings, run_dir, resumed=True)
+    exp, cfg = settings.exp, settings.experiment_config
+    from nasq.tune_snapshot import settle_lost_trials
+
+    settle_lost_trials(run_dir, build_searcher(settings))  # a trial lost with its node counts once
+    tuner = tune.Tuner.restore(str(run_dir), trainable=_with_resources(exp, cfg, exp.make_trainable(cfg)),
                                resume_unfinished=True, resume_errored=False, restart_errored=False)
     _fit(tuner)
-    return _finish(run_dir)
-
-
-def write_run_file(run_dir: Path, settings: SearchSettings) -> None:
-    """Write the resolved settings to ``run_dir/nasq-run.json`` atomically."""
-    doc = {"format": RUN_FORMAT, "version": RUN_VERSION, "settings": dataclasses.asdict(settings)}
-    tmp = run_dir / f".{RUN_FILE}.tmp"
-    tmp.write_text(json.dumps(doc, indent=2, sort_keys=True))
-    os.replace(tmp, run_dir / RUN_FILE)
-
-
-def read_run_file(run_dir: str | Path) -> SearchSettings:
-    """Read and validate ``run_dir/nasq-run.json``.
-
-    Raises:
-        CheckpointError: the directory or file is missing, not JSON, or not a nasq run file.
-    """
-    path = Path(run_dir) / RUN_FILE
-    if not Path(run_dir).is_dir():
-        raise CheckpointError(bad_state(run_dir, "no such directory", _RESUME_FIX))
-    if not path.is_file():
-        raise CheckpointError(bad_state(run_dir, f"no {RUN_FILE} in it, so it is not a nasq run",
-                                        _RESUME_FIX))
-    try:
-        doc = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(bad_state(path, f"not valid JSON ({exc})", _RESUME_FIX)) from exc
-    if not isinstance(doc, dict) or doc.get("format") != RUN_FORMAT:
-        raise CheckpointError(bad_state(path, "not a nasq run file", _RESUME_FIX))
-    if doc.get("version") != RUN_VERSION:
-        raise CheckpointError(bad_state(path, f"run file version {doc.get('version')!r} is not {RUN_VERSION}",
-                                        "upgrade nasq"))
-    return SearchSettings.from_json(doc.get("settings"), path)
+    return _finish(settings, run_dir)
 
 
 def newest_searcher_state(run_dir: Path) -> Path | None:
@@ -284,8 +334,9 @@ def newest_searcher_state(run_dir: Path) -> Path | None:
 def check_resumable(run_dir: Path, settings: SearchSettings) -> None:
     """Fail with a one-line error before Tune would silently restart a run it cannot restore."""
     fix = "the search was killed before its first snapshot; start it again with `nasq search`"
-    if not (run_dir / "tuner.pkl").is_file() or not list(run_dir.glob("experiment_state-*.json")):
-        raise CheckpointError(bad_state(run_dir, "no Tune experiment snapshot in it", fix))
+    from nasq.run_checks import check_tune_snapshot
+
+    check_tune_snapshot(run_dir)  # tuner.pkl, experiment and search-generator state, read-only
     state = newest_searcher_state(run_dir)
     if state is None:
         raise CheckpointError(bad_state(run_dir, "no nasq searcher state in it", fix))
@@ -297,7 +348,7 @@ def check_resumable(run_dir: Path, settings: SearchSettings) -> None:
         raise CheckpointError(bad_state(state, f"unreadable ({exc})", "start a new search")) from exc
 
 
-def _with_resources(exp: experiments.Experiment, cfg: dict, trainable: Any) -> Any:
+def _with_resources(exp: Experiment, cfg: dict, trainable: Any) -> Any:
     from ray import tune
 
     return tune.with_resources(trainable, exp.resources(cfg))
@@ -312,15 +363,17 @@ def _reusable(trainable: Any) -> bool:
     return getattr(trainable, "reset_config", None) is not Trainable.reset_config
 
 
-def _new_tuner(settings: SearchSettings, exp: experiments.Experiment, searcher: Any, run_dir: Path,
-               verbose: int) -> Any:
+def _new_tuner(settings: SearchSettings, searcher: Any, run_dir: Path, verbose: int) -> Any:
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
 
-    from nasq.report import CompletionLog
+    from nasq.searchers.callbacks import CompletionLog
+    from nasq.searchers.status import SearchStatusCallback
 
-    cfg = settings.experiment_config
+    exp, cfg = settings.exp, settings.experiment_config
     callbacks = [CompletionLog(str(run_dir)), *exp.make_callbacks(cfg, run_dir)]
+    callbacks.append(SearchStatusCallback(run_dir, metric=exp.metric, mode=exp.mode, samples=settings.samples,
+                                          searcher=searcher))  # live.json + the dashboard's status actor
     search_alg = ConcurrencyLimiter(searcher, max_concurrent=settings.concurrency)
     trainable = exp.make_trainable(cfg)
     reuse = _reusable(trainable)  # saves a worker start per trial
@@ -344,22 +397,29 @@ def _fit(tuner: Any) -> Any:
     return tuner.fit()
 
 
-def _finish(run_dir: Path) -> Path:
-    write_outputs(run_dir)
+def _finish(settings: SearchSettings, run_dir: Path) -> Path:
+    write_outputs(run_dir, settings)
     return run_dir
 
 
-def write_outputs(run_dir: str | Path) -> "pd.DataFrame":
+def write_outputs(run_dir: str | Path, settings: SearchSettings | None = None) -> "pd.DataFrame":
     """Write the run's report (trials.csv, best_so_far.png) and the experiment's own outputs.
+
+    ``settings`` are the run's resolved settings (read from the run file when None).
 
     Returns:
         The trials frame of :func:`nasq.report.write_report`.
     """
     from nasq.report import write_report
 
-    frame = write_report(run_dir)
-    settings = read_run_file(run_dir)
-    exp = experiments.get(settings.experiment)
-    if exp.finish is not None:
-        exp.finish(settings.experiment_config, Path(run_dir))
+    run_dir = Path(run_dir).expanduser().resolve()
+    settings = settings if settings is not None else read_run_file(run_dir)
+    frame = write_report(run_dir, settings)
+    if settings.exp.finish is not None:
+        settings.exp.finish(settings, run_dir, frame)
     return frame
+
+
+__all__ = ["RUN_FILE", "RUN_FORMAT", "RUN_VERSION", "SearchSettings", "build_searcher", "check_settings",
+           "check_trial_cpus", "connect_ray", "local_num_cpus", "newest_searcher_state", "read_run_file",
+           "resume_search", "run_dir_of", "run_search", "write_outputs", "write_run_file"]

@@ -3,7 +3,9 @@
 Each searcher owns one :class:`nasq.evolution.Strategy` and translates Tune's
 ``suggest``/``on_trial_complete`` into ``propose``/``report``. Configs carry the
 encoded genome under ``"genome"``; state is a versioned JSON document written
-atomically (never a pickle).
+atomically (never a pickle). Search domains of the ``param_space`` (``tune.uniform``,
+``tune.loguniform``, ``tune.choice``, ...) become hyperparameters searched beside the genome
+(issue 7 §2, see :mod:`nasq.searchers.domains`); constants are copied into every config.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from ray.tune.search import Searcher
 
 from nasq.errors import CheckpointError, ConfigError, bad_state
 from nasq.evolution import AgingEvolution, RandomSampling, Strategy, TournamentSelection
+from nasq.evolution.constraint import Constraint, Cost
+from nasq.searchers.domains import split_param_space
 from nasq.spaces import Space
 
 logger = logging.getLogger(__name__)
@@ -47,22 +51,34 @@ class GenomeSearcher(Searcher):
 
     # -- Tune contract ----------------------------------------------------------------
     def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec) -> bool:
-        """Take metric/mode from ``TuneConfig`` when not given to the constructor."""
+        """Take metric/mode from ``TuneConfig`` when not given to the constructor, and the
+        ``param_space``: constants go into every config, search domains are searched beside
+        the genome (sampled, mutated as the ``hparams`` kind, kept in the state).
+
+        Raises:
+            ConfigError: a domain nasq cannot search (``sample_from``, ``grid_search``, ``randn``,
+                domains nested in dicts or lists), naming the key and what is supported.
+        """
         if self._metric is None and metric:
             self._metric = metric
         if self._mode is None and mode:
             self._mode = mode
         if config:
-            self.extra_config.update({k: v for k, v in config.items() if k != GENOME_KEY})
+            constants, hyper = split_param_space({k: v for k, v in config.items() if k != GENOME_KEY})
+            self.strategy.set_hyper(hyper)
+            self.extra_config.update(constants)
+            for name in hyper.names:
+                self.extra_config.pop(name, None)
         return True
 
     def suggest(self, trial_id: str) -> dict | None:
-        """Return ``{"genome": ...}`` (plus constant config), or None while the population waits."""
+        """Return ``{"genome": ...}`` plus the constant config and the trial's sampled
+        hyperparameters, or None while the population waits."""
         self._check_properties()
         genome = self.strategy.propose(trial_id)
         if genome is None:
             return None
-        return {**self.extra_config, GENOME_KEY: genome}
+        return {**self.extra_config, **self.strategy.hparams_of(trial_id), GENOME_KEY: genome}
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         """Feed the trial's score back; errors and missing or non-finite metrics count as failed."""
@@ -105,10 +121,14 @@ class GenomeSearcher(Searcher):
         if state.get("searcher") != type(self).__name__:
             raise CheckpointError(bad_state(source, f"written by {state.get('searcher')}, not "
                                             f"{type(self).__name__}", "use the same searcher kind"))
-        self.strategy.load_state_dict(state["strategy"], source)
+        extra = state.get("extra_config", {})
+        if not isinstance(extra, dict):
+            raise CheckpointError(bad_state(source, "corrupt field (extra_config is not an object)",
+                                            "point at a state written by the same nasq searcher"))
+        self.strategy.load_state_dict(state["strategy"], source)  # builds, then swaps: all or nothing
         self._metric = state.get("metric", self._metric)
         self._mode = state.get("mode", self._mode)
-        self.extra_config = dict(state.get("extra_config", {}))
+        self.extra_config = dict(extra)
 
     def save(self, checkpoint_path: str) -> None:
         """Write the state as JSON, atomically (temp file + ``os.replace``)."""
@@ -155,37 +175,53 @@ class GenomeSearcher(Searcher):
 
 
 class TournamentSelectionSearcher(GenomeSearcher):
-    """JASQ Algorithm 1 (tournament selection) as a Ray Tune searcher."""
+    """JASQ Algorithm 1 (tournament selection) as a Ray Tune searcher.
+
+    ``constraint`` (a :class:`nasq.evolution.Constraint`, or a ``genome -> cost`` callable with
+    ``max_cost`` and ``constraint_mode``) is enforced in the core (issue 7 §3).
+    """
 
     def __init__(self, space: Space | str, *, population_size: int = 16, sample_size: int = 16,
                  metric: str | None = None, mode: str | None = None, seed: int | None = None,
                  points_to_evaluate: Sequence[str | dict] | None = None, fitness: Fitness | None = None,
-                 extra_config: dict | None = None) -> None:
+                 extra_config: dict | None = None, constraint: Constraint | Cost | None = None,
+                 max_cost: float | None = None, constraint_mode: str = "hard") -> None:
         strategy = TournamentSelection(space, population_size=population_size, sample_size=sample_size,
-                                       seed=seed, points_to_evaluate=_genomes(points_to_evaluate))
+                                       seed=seed, points_to_evaluate=_points(points_to_evaluate),
+                                       constraint=constraint, max_cost=max_cost,
+                                       constraint_mode=constraint_mode)
         super().__init__(strategy, metric=metric, mode=mode, fitness=fitness, extra_config=extra_config)
 
 
 class AgingEvolutionSearcher(GenomeSearcher):
-    """Regularized (aging) evolution as a Ray Tune searcher; SpaceEvo §4.4 with two children."""
+    """Regularized (aging) evolution as a Ray Tune searcher; SpaceEvo §4.4 with two children.
+
+    ``constraint``/``max_cost``/``constraint_mode`` as in :class:`TournamentSelectionSearcher`.
+    """
 
     def __init__(self, space: Space | str, *, population_size: int = 500, sample_size: int = 125,
                  children_per_parent: int = 1, metric: str | None = None, mode: str | None = None,
                  seed: int | None = None, points_to_evaluate: Sequence[str | dict] | None = None,
-                 fitness: Fitness | None = None, extra_config: dict | None = None) -> None:
+                 fitness: Fitness | None = None, extra_config: dict | None = None,
+                 constraint: Constraint | Cost | None = None, max_cost: float | None = None,
+                 constraint_mode: str = "hard") -> None:
         strategy = AgingEvolution(space, population_size=population_size, sample_size=sample_size,
                                   children_per_parent=children_per_parent, seed=seed,
-                                  points_to_evaluate=_genomes(points_to_evaluate))
+                                  points_to_evaluate=_points(points_to_evaluate), constraint=constraint,
+                                  max_cost=max_cost, constraint_mode=constraint_mode)
         super().__init__(strategy, metric=metric, mode=mode, fitness=fitness, extra_config=extra_config)
 
 
 class RandomSearcher(GenomeSearcher):
-    """Uniform random sampling of genomes (the baseline)."""
+    """Uniform random sampling of genomes (the baseline); inside the limit with a hard constraint."""
 
     def __init__(self, space: Space | str, *, metric: str | None = None, mode: str | None = None,
                  seed: int | None = None, points_to_evaluate: Sequence[str | dict] | None = None,
-                 fitness: Fitness | None = None, extra_config: dict | None = None, **_: Any) -> None:
-        strategy = RandomSampling(space, seed=seed, points_to_evaluate=_genomes(points_to_evaluate))
+                 fitness: Fitness | None = None, extra_config: dict | None = None,
+                 constraint: Constraint | Cost | None = None, max_cost: float | None = None,
+                 constraint_mode: str = "hard", **_: Any) -> None:
+        strategy = RandomSampling(space, seed=seed, points_to_evaluate=_points(points_to_evaluate),
+                                  constraint=constraint, max_cost=max_cost, constraint_mode=constraint_mode)
         super().__init__(strategy, metric=metric, mode=mode, fitness=fitness, extra_config=extra_config)
 
 
@@ -197,7 +233,11 @@ SEARCHERS: dict[str, type[GenomeSearcher]] = {
 
 
 def make_searcher(kind: str, space: Space | str, **kwargs: Any) -> GenomeSearcher:
-    """Build a searcher by name (``tournament``, ``aging`` or ``random``)."""
+    """Build a searcher by name (``tournament``, ``aging`` or ``random``).
+
+    ``kwargs`` go to the searcher's constructor (``constraint=``, ``max_cost=``,
+    ``constraint_mode=`` for constraint-aware evolution, issue 7 §3).
+    """
     if kind not in SEARCHERS:
         from nasq.errors import bad_token
 
@@ -208,8 +248,15 @@ def make_searcher(kind: str, space: Space | str, **kwargs: Any) -> GenomeSearche
     return SEARCHERS[kind](space, **kwargs)
 
 
-def _genomes(points: Sequence[str | dict] | None) -> list[str]:
-    out = []
-    for p in points or ():
-        out.append(p[GENOME_KEY] if isinstance(p, dict) else p)
+def _points(points: Sequence[str | dict] | None) -> list[str | tuple[str, dict]]:
+    """Genome strings, or ``{"genome": ..., <hyperparameter>: value}`` dicts as (genome, values)."""
+    out: list[str | tuple[str, dict]] = []
+    for k, p in enumerate(points or ()):
+        if isinstance(p, dict):
+            if GENOME_KEY not in p:
+                raise ConfigError(f"points_to_evaluate[{k}] has no {GENOME_KEY!r} key; give "
+                                  f"{{{GENOME_KEY!r}: <genome string>, ...}}")
+            out.append((p[GENOME_KEY], {n: v for n, v in p.items() if n != GENOME_KEY}))
+        else:
+            out.append(p)
     return out

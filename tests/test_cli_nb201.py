@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -87,8 +88,8 @@ def _fake_run(tmp_path: Path, table: Path, state_text: str) -> Path:
     run_dir = runner.run_dir_of(settings)
     run_dir.mkdir()
     runner.write_run_file(run_dir, settings)
-    (run_dir / "tuner.pkl").write_bytes(b"")
-    (run_dir / "experiment_state-2026-01-01_00-00-00.json").write_text("{}")
+    (run_dir / "tuner.pkl").write_bytes(pickle.dumps({}))  # a minimal Tune snapshot nasq accepts
+    (run_dir / "experiment_state-2026-01-01_00-00-00.json").write_text('{"trial_data": [], "runner_data": {}}')
     (run_dir / "nasq-searcher-state-2026-01-01_00-00-00.json").write_text(state_text)
     return run_dir
 

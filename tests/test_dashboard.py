@@ -65,6 +65,30 @@ def _dashboard_case() -> dict:
     return out
 
 
+def _search_case() -> dict:
+    """A small NB201 search on a local Ray with its dashboard, then the dashboard's state API over HTTP."""
+    import ray
+
+    from nasq import runner
+    from nasq.cli.submit import auth_headers
+
+    url = runner.connect_ray(None)
+    assert url and urlsplit(url).hostname == "127.0.0.1", url
+    settings = runner.SearchSettings("nb201", {"table": os.environ["NASQ_TEST_TABLE"], "sim_time": 0.3},
+                                     searcher="aging", population_size=3, sample_size=2, samples=5,
+                                     concurrency=2, seed=3, storage=os.environ["NASQ_TEST_STORAGE"],
+                                     name="dash")
+    run_dir = runner.run_search(settings, verbose=0)
+    headers = auth_headers()  # the token `ray get-auth-token` prints, as a bearer token
+    out = {"run_dir": str(run_dir), "auth": [f"{k}: {v.split()[0]}" for k, v in headers.items()]}
+    for what in ("actors", "tasks"):
+        status, body = _get(f"{url}/api/v0/{what}?detail=1&limit=10000", headers)
+        out[what] = {"status": status, "rows": json.loads(body)["data"]["result"]["result"] if body else []}
+    out["anonymous_status"] = _get(f"{url}/api/v0/actors", {})[0]
+    ray.shutdown()
+    return out
+
+
 def _fallback_case() -> dict:
     import ray
 
@@ -81,7 +105,7 @@ def _fallback_case() -> dict:
     return out
 
 
-def _run_case(case: str) -> tuple[dict, list[str]]:
+def _run_case(case: str, **extra_env: str) -> tuple[dict, list[str]]:
     """Run ``case`` in a helper process; return its JSON and the Ray processes it left behind."""
     ray_tmp = tempfile.mkdtemp(prefix="nasq-ray-", dir="/tmp")  # short: Ray's socket paths live in it
     try:
@@ -89,12 +113,12 @@ def _run_case(case: str) -> tuple[dict, list[str]]:
         (Path(ray_tmp) / "ray").mkdir()
         (Path(ray_tmp) / "ray" / "ray_current_cluster").write_text("127.0.0.1:1")
         env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "NASQ_RAY"))}
-        env.update(RAY_TMPDIR=ray_tmp, NASQ_RAY_NUM_CPUS="1")
+        env.update({"RAY_TMPDIR": ray_tmp, "NASQ_RAY_NUM_CPUS": "1", **extra_env})
         proc = subprocess.run([sys.executable, __file__, case], env=env, capture_output=True, text=True,
-                              timeout=150)
+                              timeout=300)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         time.sleep(1.0)
-        ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+        ps = subprocess.run(["ps", "-eww", "-o", "args"], capture_output=True, text=True).stdout
         left = [line for line in ps.splitlines() if ray_tmp in line]
         return json.loads(proc.stdout.strip().splitlines()[-1]), left
     finally:
@@ -118,6 +142,38 @@ def test_without_a_dashboard_ray_still_starts():
     assert left == []
 
 
+def test_state_api_lists_the_trials_and_the_search_status(nb201_table, tmp_path):
+    import pandas as pd
+
+    out, left = _run_case("search", NASQ_TEST_TABLE=str(nb201_table), NASQ_TEST_STORAGE=str(tmp_path),
+                          NASQ_RAY_NUM_CPUS="2")
+    assert left == []
+    assert out["auth"] == ["Authorization: Bearer"]  # Ray's token auth is on: the token went in the header
+    assert out["anonymous_status"] == 401 and out["actors"]["status"] == 200 and out["tasks"]["status"] == 200
+    trials = pd.read_csv(Path(out["run_dir"]) / "trials.csv")
+    genome_of = dict(zip(trials["trial_id"], trials["genome"]))
+    assert len(genome_of) == 5
+    actors = out["actors"]["rows"]
+    # the named status actor of the run, in namespace nasq, costing no CPU
+    status = [a for a in actors if a.get("name") == "nasq-status-dash"]
+    assert len(status) == 1 and status[0]["ray_namespace"] == "nasq", status
+    assert status[0]["repr_name"].startswith("SearchStatus(dash: running")
+    assert status[0]["required_resources"].get("CPU", 0) == 0
+    # every trainable actor's repr names a trial of this run and that trial's genome
+    reprs = [a["repr_name"] for a in actors if a["repr_name"].startswith("nb201_trainable(")]
+    assert reprs, [a["repr_name"] for a in actors]
+    for text in reprs:
+        named = [t for t in genome_of if f"trial={t}," in text]
+        assert len(named) == 1 and f"genome={genome_of[named[0]]}," in text, text
+    # every trial is a task on the status actor, named with its id, outcome and score
+    tasks = [t["name"] for t in out["tasks"]["rows"]]
+    for trial_id, acc in zip(trials["trial_id"], trials["val_acc"]):
+        assert any(name.startswith(f"trial {trial_id} done val_acc={acc:.4g}") for name in tasks), trial_id
+    final = [name for name in tasks if name.startswith("search finished: dash: finished, 5/5 trials")]
+    assert len(final) == 1, [n for n in tasks if "search" in n]
+
+
 if __name__ == "__main__":  # the helper process of `_run_case`
-    result = {"dashboard": _dashboard_case, "fallback": _fallback_case}[sys.argv[1]]()
+    cases = {"dashboard": _dashboard_case, "fallback": _fallback_case, "search": _search_case}
+    result = cases[sys.argv[1]]()
     print(json.dumps(result), flush=True)

@@ -74,3 +74,32 @@ def test_bad_npz_errors(tmp_path) -> None:
         load_dataset(f"npz:{tmp_path / 'junk.npz'}")
     with pytest.raises(DataError, match="unknown data set"):
         load_dataset("mnist")
+
+
+def test_huge_label_is_refused_before_any_allocation(tmp_path) -> None:
+    """A label of 1e9 would make a 1e9-way classifier (terabytes): refused, naming the label and the fix."""
+    y = np.repeat(np.arange(3), 20)
+    y[5] = 10**9
+    np.savez(tmp_path / "big.npz", x=np.zeros((60, 4, 4, 1), np.uint8), y=y)
+    with pytest.raises(DataError, match=r"label 1000000000.*renumber"):
+        load_dataset(f"npz:{tmp_path / 'big.npz'}")
+    y[5] = 60  # more classes than examples is refused too; 59 would be allowed by the bound
+    np.savez(tmp_path / "many.npz", x=np.zeros((60, 4, 4, 1), np.uint8), y=y)
+    with pytest.raises(DataError, match="num_classes <= 60"):
+        load_dataset(f"npz:{tmp_path / 'many.npz'}")
+
+
+def test_truncated_and_foreign_npz_are_data_errors(tmp_path) -> None:
+    np.savez(tmp_path / "ok.npz", x=np.zeros((600, 4, 4, 1), np.uint8), y=np.repeat(np.arange(3), 200))
+    data = (tmp_path / "ok.npz").read_bytes()
+    (tmp_path / "cut.npz").write_bytes(data[: len(data) // 2])  # zip magic, no central directory
+    with pytest.raises(DataError, match="truncated"):
+        load_dataset(f"npz:{tmp_path / 'cut.npz'}")
+    np.save(tmp_path / "one.npy", np.zeros((4, 4), np.uint8))
+    with pytest.raises(DataError, match="not an npz archive"):
+        load_dataset(f"npz:{tmp_path / 'one.npy'}")
+    with pytest.raises(DataError, match="is a directory"):
+        load_dataset(f"npz:{tmp_path}")
+    np.savez(tmp_path / "empty.npz", x=np.zeros((0, 4, 4, 1), np.uint8), y=np.zeros(0, np.int64))
+    with pytest.raises(DataError):
+        load_dataset(f"npz:{tmp_path / 'empty.npz'}")

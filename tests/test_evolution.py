@@ -225,10 +225,15 @@ def test_aging_two_children_one_per_mutation_kind_and_two_oldest_leave():
 
 
 def test_aging_children_per_parent_must_match_mutation_kinds():
+    # one more child than the space's kinds is the hparams kind of Tune search domains (issue 7 §2):
+    # accepted until the first proposal shows there are none
+    strategy = AgingEvolution("nb201", population_size=4, sample_size=2, children_per_parent=2)
     with pytest.raises(ConfigError, match="children_per_parent"):
-        AgingEvolution("nb201", population_size=4, sample_size=2, children_per_parent=2)
+        strategy.propose("a")
     with pytest.raises(ConfigError, match="children_per_parent"):
-        AgingEvolution(PairSpace(), population_size=4, sample_size=2, children_per_parent=3)
+        AgingEvolution("nb201", population_size=4, sample_size=2, children_per_parent=3)
+    with pytest.raises(ConfigError, match="children_per_parent"):
+        AgingEvolution(PairSpace(), population_size=4, sample_size=2, children_per_parent=4)
     with pytest.raises(ConfigError, match="sample_size"):
         AgingEvolution("nb201", population_size=4, sample_size=5)
 
@@ -402,3 +407,58 @@ def test_works_under_concurrency_limiter():
     assert len(suggested) == 30 and not searcher.strategy.pending
     assert len(searcher.strategy.population) == 3
     assert searcher.suggest("extra")["lr"] == 0.1
+
+
+# -- de-duplication against every genome ever proposed, numpy population ---------------------------
+@pytest.mark.parametrize("kind", ["aging", "tournament", "random"])
+def test_no_genome_is_proposed_twice_not_even_a_dead_one(kind):
+    kwargs = {"population_size": 10, "sample_size": 3} if kind != "random" else {}
+    searcher = make_searcher(kind, "nb201", metric="acc", mode="max", seed=4, **kwargs)
+    proposed = drive(searcher, 400, concurrency=2)
+    assert len(set(proposed)) == len(proposed)
+    assert searcher.strategy.counters["duplicates"] == 0
+
+
+def test_population_arrays_follow_every_operation():
+    from nasq.evolution import Individual, Population
+
+    rng = np.random.default_rng(0)
+    pop, reference = Population(), []
+    for birth in range(400):
+        ind = Individual(f"g{birth}", float(rng.integers(50)), birth)  # ties on purpose
+        pop.add(ind)
+        reference.append(ind)
+        if len(reference) > 30:
+            victim = reference[0] if rng.random() < 0.5 else reference[int(rng.integers(len(reference)))]
+            pop.remove(victim)
+            reference.remove(victim)
+        assert isinstance(pop.scores, np.ndarray)
+        assert pop.members == reference and list(pop.scores) == [m.score for m in reference]
+        assert pop.oldest() is reference[0]
+        assert pop.best() is max(reference, key=lambda m: m.score)
+        assert pop.worst() is min(reference, key=lambda m: m.score)
+        state = rng.bit_generator.state
+        winner, births = pop.tournament(5, rng)
+        rng.bit_generator.state = state
+        sample = pop.sample(5, rng)
+        assert winner is max(sample, key=lambda m: m.score) and births == [m.birth for m in sample]
+    rebuilt = Population(reference)
+    assert rebuilt.members == reference and list(rebuilt.scores) == list(pop.scores)
+
+
+def test_direct_tournament_winner_has_the_tournament_distribution():
+    """Aging draws its parent's rank directly; it must match 'best of S drawn without replacement'."""
+    from collections import Counter
+
+    from nasq.evolution import Individual, Population
+
+    rng = np.random.default_rng(1)
+    pop = Population(Individual(f"g{i}", float(rng.random()), i) for i in range(40))
+    draws = 40_000
+    direct = Counter(pop.tournament_winner(6, rng).birth for _ in range(draws))
+    sampled = Counter(pop.tournament(6, rng)[0].birth for _ in range(draws))
+    for birth in set(direct) | set(sampled):
+        assert abs(direct[birth] - sampled[birth]) / draws < 0.012
+    best = pop.best().birth
+    assert direct[best] / draws == pytest.approx(6 / 40, abs=0.01)  # the best is in the sample w.p. S/P
+    assert pop.tournament_winner(40, rng) is pop.best()

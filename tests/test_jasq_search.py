@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from nasq.param_store import ParameterStore
-from nasq.runner import SearchSettings
+from nasq.settings import JasqSettings, SearchSettings
 
-CFG = {"dataset": "digits", "combinations": 2, "cells": 1, "channels": 4, "bits": [4, 8, 16],
-       "train_steps": 8, "batch_size": 32, "target_size_mb": 0.01, "gamma": -0.2, "seed": 0}
+CFG = JasqSettings(dataset="digits", combinations=2, cells=1, channels=4, bits=(4, 8, 16), train_steps=8,
+                   batch_size=32, target_size_mb=0.01, gamma=-0.2, train_seed=0)
 
 
 @pytest.mark.slow
@@ -22,7 +22,7 @@ def test_tiny_search_writes_front_and_trains_store(ray_session, tmp_path, capsys
     from nasq.cli.search_jasq import run_jasq
     from nasq.trainables.jasq import initial_store
 
-    settings = SearchSettings(experiment="jasq", experiment_config=dict(CFG), population_size=3,
+    settings = SearchSettings(experiment="jasq", experiment_config=CFG, population_size=3,
                               sample_size=2, samples=6, concurrency=2, seed=0, storage=str(tmp_path),
                               name="jasq-e2e")
     assert run_jasq(settings) == 0
@@ -70,33 +70,40 @@ def _parse(argv: list[str]) -> argparse.Namespace:
 
 
 @pytest.mark.parametrize("argv, needle", [
-    (["--target-size-mb", "-1"], "target size"),
+    (["--target-size-mb", "-1"], "--target-size-mb"),
     (["--bits", "4,x"], "--bits"),
     (["--cells", "0"], "--cells"),
+    (["--gamma", "0.5"], "--gamma"),
+    (["--cpus-per-trial", "0"], "--cpus-per-trial"),
 ])
 def test_cli_options_are_validated(argv, needle):
-    from nasq.cli.search_jasq import jasq_config
+    from nasq.cli.search_jasq import jasq_settings
     from nasq.errors import ConfigError
 
     with pytest.raises(ConfigError, match=needle):
-        jasq_config(_parse(argv))
+        jasq_settings(_parse(argv))
 
 
 def test_cli_config_carries_options():
-    from nasq.cli.search_jasq import jasq_config
+    from nasq.cli.search_jasq import jasq_settings
 
-    cfg = jasq_config(_parse(["--dataset", "npz:/x.npz", "--target-size-mb", "0.5", "--cells", "2",
-                              "--channels", "12", "--combinations", "4", "--bits", "2,4,8",
-                              "--train-steps", "7"]))
-    assert cfg["dataset"] == "npz:/x.npz" and cfg["target_size_mb"] == 0.5 and cfg["bits"] == [2, 4, 8]
-    assert (cfg["cells"], cfg["channels"], cfg["combinations"], cfg["train_steps"]) == (2, 12, 4, 7)
+    settings = jasq_settings(_parse(["--dataset", "npz:/x.npz", "--target-size-mb", "0.5", "--cells", "2",
+                                     "--channels", "12", "--combinations", "4", "--bits", "2,4,8",
+                                     "--train-steps", "7", "--seed", "3"]))
+    opts = settings.options
+    assert opts.dataset == "npz:/x.npz" and opts.target_size_mb == 0.5 and opts.bits == (2, 4, 8)
+    assert (opts.cells, opts.channels, opts.combinations, opts.train_steps) == (2, 12, 4, 7)
+    assert settings.seed == 3 and (settings.population_size, settings.sample_size) == (16, 4)
+    # the trainable reads the same typed settings back from its trial config
+    assert JasqSettings.from_config({**settings.experiment_config, "genome": "g"}) == opts
 
 
 def test_cli_config_makes_data_paths_absolute(tmp_path, monkeypatch):
     """Trials run in their own folders, so a relative npz path or data root must be resolved first."""
-    from nasq.cli.search_jasq import jasq_config
+    from nasq.cli.search_jasq import jasq_settings
 
     monkeypatch.chdir(tmp_path)
-    cfg = jasq_config(_parse(["--dataset", "npz:data/set.npz", "--data-root", "cifar"]))
-    assert cfg["dataset"] == f"npz:{tmp_path / 'data' / 'set.npz'}"
-    assert cfg["data_root"] == str(tmp_path / "cifar")
+    opts = jasq_settings(_parse(["--dataset", "npz:data/set.npz"])).options
+    assert opts.dataset == f"npz:{tmp_path / 'data' / 'set.npz'}"
+    opts = jasq_settings(_parse(["--dataset", "cifar10", "--data-root", "cifar"])).options
+    assert opts.data_root == str(tmp_path / "cifar")

@@ -8,6 +8,7 @@ import torch
 from nasq.errors import CheckpointError
 from nasq.models.nasnet import parameter_keys
 from nasq.param_store import ParameterStore, get_store_actor, load_state
+from nasq.settings import SearchSettings
 from nasq.trainables.jasq import JasqTrainable, net_config_of, prepare, splits_of
 
 GENOME = "N:0,1,sep3x3,identity;2,0,avg3x3,zero|R:1,0,identity,sep5x5;0,2,max3x3,sep3x3|B:8,4,16,8,4"
@@ -20,8 +21,8 @@ def test_step_trains_shared_weights_and_reports(ray_session, tmp_path):
     ray = ray_session
     run_dir = tmp_path / "jasq-trainable-run"
     run_dir.mkdir()
-    cfg = dict(CFG)
-    prepare(cfg, run_dir, False)
+    settings = prepare(SearchSettings("jasq", dict(CFG)), run_dir, False)
+    cfg = settings.experiment_config
     assert cfg["param_store"] == "nasq-param-store-jasq-trainable-run"
     before = ParameterStore.load(run_dir / "param_store.pt")
     trainable = JasqTrainable(config={**cfg, "genome": GENOME})
@@ -55,7 +56,7 @@ def test_step_trains_shared_weights_and_reports(ray_session, tmp_path):
     from nasq.param_store import save_state
 
     save_state(after.state_dict(), run_dir / "param_store.pt")
-    prepare(cfg, run_dir, True)
+    prepare(settings, run_dir, True)
     restored = ray.get(get_store_actor(cfg["param_store"]).state_dict.remote())
     assert restored["pushes"] == 1
     assert all(torch.equal(restored["tensors"][k], after.tensors[k]) for k in after.tensors)

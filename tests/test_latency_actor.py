@@ -9,8 +9,10 @@ import time
 import numpy as np
 import pytest
 
+from nasq.blocks.spec import BlockSpec
 from nasq.errors import ConfigError
 from nasq.latency.actors import LatencyPredictorPool, actor_name, get_predictor, start_predictor
+from nasq.latency.cost_models import AdditiveCostModel
 from nasq.latency.dataset import MeasureSettings, measure_parallel, sample_blocks
 from nasq.latency.features import OP_COLUMNS, op_matrix
 from nasq.latency.fingerprint import device_fingerprint
@@ -76,15 +78,35 @@ def test_killed_actor_restarts_and_reloads_the_file(ray_session, predictor_file)
     assert answer["latency_ms"] == pred.predict(keys).tolist() and answer["version"] == pred.version
 
 
+#: Batched and plain answers may differ by rounding only; a model off by 1e-6 in one cost must fail.
+RTOL = 1e-9
+
+
 def test_pool_of_replicas_matches_plain_class(ray_session, predictor_file):
     path, pred = predictor_file
     pool = LatencyPredictorPool(path, replicas=2)
     try:
         keys = _queries() * 3
-        np.testing.assert_array_equal(pool.predict(keys, batch_size=50), pred.predict(keys))
+        batched = pool.predict(keys, batch_size=50)
+        np.testing.assert_allclose(batched, pred.predict(keys), rtol=RTOL, atol=0)
         assert pool.version == pred.version
+        with pytest.raises(AssertionError):  # the tolerance still tells a slightly wrong model apart
+            np.testing.assert_allclose(batched, _perturbed(pred, keys, 1e-6).predict(keys), rtol=RTOL, atol=0)
     finally:
         pool.shutdown()
+
+
+def _perturbed(pred: LatencyPredictor, keys: list[str], rel: float) -> LatencyPredictor:
+    """A copy of ``pred`` with one cost coefficient off by ``rel`` (relative): the one contributing most
+    to the first query the table misses."""
+    miss = [BlockSpec.from_key(k) for k in keys if k not in pred.table]
+    models = {t: AdditiveCostModel(list(m.columns), m.coef.copy()) for t, m in pred.type_models.items()}
+    pooled = AdditiveCostModel(list(pred.pooled_model.columns), pred.pooled_model.coef.copy())
+    model = models.get(miss[0].type, pooled)
+    x = op_matrix(miss[:1])[0, [OP_COLUMNS.index(c) for c in model.columns]]
+    model.coef[np.argmax(x * model.coef)] *= 1 + rel
+    return LatencyPredictor(pred.engine, pred.fingerprint, pred.table, models, pooled, pred.correction,
+                            pred.overhead, pred.meta)
 
 
 def test_measuring_actors_are_pinned_and_keep_order(ray_session):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 
 import numpy as np
 import onnx
@@ -108,6 +109,9 @@ def test_fingerprint_identifies_device_and_settings():
     flags = open("/proc/cpuinfo").read().split("flags")[1].split("\n")[0].split()
     fp = device_fingerprint("ort-int8", 1)
     assert fp["avx512_vnni"] == ("avx512_vnni" in flags)
+    assert [f for f in ("avx2", "avx512_vnni", "avx_vnni", "amx_int8") if f in flags] == \
+        [f for f in fp["cpu_flags"] if f in ("avx2", "avx512_vnni", "avx_vnni", "amx_int8")]
+    assert fp["cpu_vendor"] in ("AuthenticAMD", "GenuineIntel") or fp["machine"] != "x86_64"
     assert fp["engine_version"].startswith("onnxruntime ")
     other = device_fingerprint("ort-int8", 2, "int8")
     assert fp["fingerprint_id"] != other["fingerprint_id"]
@@ -140,4 +144,19 @@ def test_tflite_int8_real(tmp_path):
 
     m = time_model(path, "tflite-int8", SMALL[0].key(), repeats=5, warmup=1)
     _check(m, "tflite-int8")
-    assert m.fingerprint["engine_version"].split()[0] in ("tensorflow", "ai_edge_litert")
+    assert m.fingerprint["engine_version"].startswith("ai_edge_litert ")
+
+
+@pytest.mark.tflite
+def test_tflite_runs_on_litert_not_tf_lite():
+    from ai_edge_litert.interpreter import Interpreter
+
+    cls, version = engines.tflite_runtime()
+    assert cls is Interpreter and version.startswith("ai_edge_litert ")
+    assert device_fingerprint("tflite-int8", 1)["engine_version"] == version
+
+
+def test_tflite_without_litert_names_the_package(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ai_edge_litert", None)  # as if it were not installed
+    with pytest.raises(ConfigError, match="pip install ai-edge-litert"):
+        engines.tflite_runtime()

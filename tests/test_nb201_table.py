@@ -48,7 +48,7 @@ def test_latency_limit_fitness(nb201_table):
     latency = str(nb201_table.parent / "nb201_latency_help_24dev.csv")
     cfg = {"table": str(nb201_table), "latency_table": latency, "latency_column": "lat_ms_raspi4"}
     assert make_fitness(cfg) is None  # no limit: the metric itself
-    fit = make_fitness({**cfg, "max_latency_ms": 20.0})
+    fit = make_fitness({**cfg, "max_latency_ms": 20.0, "constraint_mode": "after"})  # hard: in the core
     assert fit({"val_acc": 90.0, "latency_ms": 19.9}) == 90.0
     assert fit({"val_acc": 90.0, "latency_ms": 20.1}) is None
     assert fit({"val_acc": 90.0}) is None and fit({"val_acc": 90.0, "latency_ms": math.nan}) is None

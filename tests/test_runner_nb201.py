@@ -1,11 +1,14 @@
-"""run_search in-process on the shared Ray: resolved settings, report files, latency constraint."""
+"""run_search in-process on the shared Ray: resolved settings, report files, latency constraint, and the
+run file as a --config for the next search."""
 
 from __future__ import annotations
 
+import argparse
 import json
 
 import pandas as pd
 import pytest
+import yaml
 
 from nasq import runner
 from nasq.errors import ConfigError
@@ -18,8 +21,9 @@ def test_latency_constrained_search_never_keeps_slow_cells(ray_session, nb201_ta
     latency = nb201_table.parent / "nb201_latency_help_24dev.csv"
     table = NB201Table(nb201_table, latency_path=latency, latency_column="lat_ms_raspi4")
     limit = float(pd.Series(list(table.latency.values())).median())
+    # "after": slow cells are evaluated, then counted as failed individuals (the post-evaluation path)
     cfg = {"table": str(nb201_table), "latency_table": str(latency), "latency_column": "lat_ms_raspi4",
-           "max_latency_ms": limit}
+           "max_latency_ms": limit, "constraint_mode": "after"}
     settings = runner.SearchSettings("nb201", cfg, searcher="aging", population_size=4, sample_size=2,
                                      samples=14, seed=5, storage=str(tmp_path), name="lat")
     run_dir = runner.run_search(settings, verbose=0)
@@ -41,3 +45,20 @@ def test_latency_constrained_search_never_keeps_slow_cells(ray_session, nb201_ta
         assert ind["genome"] not in slow and table.query(ind["genome"]).latency_ms <= limit
     with pytest.raises(ConfigError, match="already holds a nasq run"):
         runner.run_search(settings, verbose=0)
+
+    # the resolved settings in the run directory are themselves a valid --config (JSON and YAML alike)
+    (run_dir / "again.yaml").write_text(yaml.safe_dump(runner.read_run_file(run_dir).to_dict()))
+    for config in (run_dir / runner.RUN_FILE, run_dir / "again.yaml"):
+        again = _search_settings("--config", str(config), "--name", "again")
+        assert again == runner.read_run_file(run_dir).replace(name="again")
+    assert _search_settings("--config", str(run_dir / "again.yaml"), "--samples", "3").samples == 3
+    # without --name, the run file starts a new run (a fresh name), it does not collide with its own run
+    assert runner.check_settings(_search_settings("--config", str(run_dir / runner.RUN_FILE))).name != run_dir.name
+
+
+def _search_settings(*argv: str):
+    from nasq.cli import search_nb201
+
+    parser = argparse.ArgumentParser()
+    search_nb201.register(parser.add_subparsers())
+    return search_nb201.nb201_settings(parser.parse_args(["nb201", *argv]))

@@ -265,3 +265,43 @@ def test_make_searcher_state_round_trip_with_two_children(tmp_path):
     restored = build()
     restored.restore(str(tmp_path / "s.json"))
     assert clone_driver(driver).run(restored, 20) == driver.run(searcher, 20)
+
+
+# -- a failed restore changes nothing (build, then swap) ---------------------------------------------
+@pytest.mark.parametrize("corrupt", [
+    lambda st: st["strategy"].update(rng={"bit_generator": "PCG64", "state": "garbage"}),
+    lambda st: st["strategy"]["counters"].update(failed="many"),
+    lambda st: st["strategy"]["queue"].append({"origin": "child"}),
+    lambda st: st["strategy"].update(seen=7),
+    lambda st: st["strategy"].update(hyper=[{"type": "float", "name": "lr", "low": 1, "high": 0, "log": False}]),
+])
+def test_corrupt_state_raises_and_leaves_the_searcher_unchanged(tmp_path, corrupt):
+    donor, target, twin = SEARCHERS["aging"](1), SEARCHERS["aging"](2), SEARCHERS["aging"](2)
+    Driver().run(donor, 30)
+    target_driver, twin_driver = Driver(), Driver()
+    target_driver.run(target, 20)
+    twin_driver.run(twin, 20)
+    path = tmp_path / "state.json"
+    donor.save(str(path))
+    state = json.loads(path.read_text())
+    corrupt(state)
+    path.write_text(json.dumps(state))
+    before = json.dumps(target.get_state(), sort_keys=True)
+    with pytest.raises(CheckpointError, match="corrupt field"):
+        target.restore(str(path))
+    assert json.dumps(target.get_state(), sort_keys=True) == before
+    assert target_driver.run(target, 30) == twin_driver.run(twin, 30)  # and it still works
+
+
+def test_state_keeps_every_genome_ever_proposed(tmp_path):
+    searcher, driver = SEARCHERS["aging"](8), Driver()
+    proposed = driver.run(searcher, 60)
+    path = tmp_path / "state.json"
+    searcher.save(str(path))
+    state = json.loads(path.read_text())["strategy"]
+    assert set(proposed) <= set(state["seen"])
+    assert len(state["population"]) == 12 < len(state["seen"])
+    restored = SEARCHERS["aging"](0)
+    restored.restore(str(path))
+    more = clone_driver(driver).run(restored, 40)
+    assert not set(more) & set(proposed)  # no dead genome proposed again after the restore

@@ -6,12 +6,8 @@ shared tensors its genome uses from the parameter store actor, trains them for
 see :mod:`nasq.param_store`), quantizes the trained weights with the genome's bit policy
 and evaluates on the validation split. One step is the whole trial.
 
-Experiment config keys (defaults in :data:`DEFAULTS`): ``dataset``, ``data_root``,
-``data_seed``, ``data_limit``; ``combinations`` (B), ``cells`` (N), ``channels`` (F),
-``bits`` (choices); ``train_steps``, ``batch_size``, ``lr``; ``bucket_size``;
-``bit_rule`` (``{"stem", "classifier", "batchnorm"}`` bits, default 16); ``target_size_mb``
-and ``gamma`` (Eq. 1; without a target the fitness is the accuracy); ``param_store`` (the
-store actor's name); ``seed`` (supernet initialisation and minibatch order).
+The experiment config is :class:`nasq.settings.JasqSettings` in dict form; every function here
+reads it back with ``JasqSettings.from_config(cfg)`` (one place for names, defaults and checks).
 """
 
 from __future__ import annotations
@@ -23,7 +19,6 @@ import os
 import time
 import zlib
 from pathlib import Path
-from typing import Any
 
 import torch
 from ray import tune
@@ -31,7 +26,7 @@ from ray import tune
 from nasq.data import Splits, load_dataset
 from nasq.experiments import Experiment, register
 from nasq.fitness import jasq_fitness
-from nasq.jasq_report import write_jasq_outputs
+from nasq.jasq_report import write_front_outputs
 from nasq.models.nasnet import BitRule, NetConfig, SharedNasNet, build_network, parameter_keys
 from nasq.models.training import TrainSettings, evaluate, quantize_network, train_steps
 from nasq.param_store import (
@@ -42,21 +37,17 @@ from nasq.param_store import (
     get_store_actor,
     store_actor_name,
 )
-from nasq.spaces.jasq import DEFAULT_BITS, JasqSpace
+from nasq.settings import JasqSettings, SearchSettings
+from nasq.spaces.jasq import JasqSpace
 
 logger = logging.getLogger(__name__)
 
-DEFAULTS: dict = {"dataset": "digits", "data_root": None, "data_seed": 0, "data_limit": None,
-                  "combinations": 5, "cells": 1, "channels": 8, "bits": list(DEFAULT_BITS),
-                  "train_steps": 50, "batch_size": 64, "lr": 0.05, "bucket_size": 256,
-                  "bit_rule": None, "target_size_mb": None, "gamma": -0.2, "seed": 0, "threads": 1}
 CHECKPOINT_FILE = "jasq-trial.json"
 
 
-def option(cfg: dict, key: str) -> Any:
-    """``cfg[key]``, or the default of :data:`DEFAULTS` when absent or None."""
-    value = cfg.get(key)
-    return DEFAULTS[key] if value is None else value
+def settings_of(cfg: dict | JasqSettings) -> JasqSettings:
+    """The typed settings of an experiment (or trial) config."""
+    return cfg if isinstance(cfg, JasqSettings) else JasqSettings.from_config(cfg)
 
 
 @functools.lru_cache(maxsize=4)
@@ -66,27 +57,26 @@ def _splits(dataset: str, data_root: str | None, seed: int, limit: int | None) -
 
 def splits_of(cfg: dict) -> Splits:
     """The data set of an experiment config, loaded once per process."""
-    limit = cfg.get("data_limit")
-    return _splits(str(option(cfg, "dataset")), cfg.get("data_root"), int(option(cfg, "data_seed")),
-                   None if limit is None else int(limit))
+    s = settings_of(cfg)
+    return _splits(s.dataset, s.data_root, s.data_seed, s.data_limit)
 
 
 def space_of(cfg: dict) -> JasqSpace:
     """The genome space of an experiment config (JASQ §3.2)."""
-    return JasqSpace(int(option(cfg, "combinations")), int(option(cfg, "cells")),
-                     tuple(int(b) for b in option(cfg, "bits")))
+    s = settings_of(cfg)
+    return JasqSpace(s.combinations, s.cells, s.bits)
 
 
 def net_config_of(cfg: dict, splits: Splits) -> NetConfig:
     """Skeleton shape of an experiment config on its data set (JASQ Fig. 2)."""
+    s = settings_of(cfg)
     return NetConfig(num_classes=splits.num_classes, input_shape=tuple(splits.input_shape),
-                     channels=int(option(cfg, "channels")), cells=int(option(cfg, "cells")),
-                     combinations=int(option(cfg, "combinations")))
+                     channels=s.channels, cells=s.cells, combinations=s.combinations)
 
 
 def bit_rule_of(cfg: dict) -> BitRule:
     """Bits of stem, classifier and BN (JASQ §3.4; default 16 each)."""
-    return BitRule(**(cfg.get("bit_rule") or {}))
+    return BitRule(**(settings_of(cfg).bit_rule or {}))
 
 
 class JasqTrainable(tune.Trainable):
@@ -96,6 +86,14 @@ class JasqTrainable(tune.Trainable):
     ``reset_config``: Tune reuses trainable actors between trials and hangs a run whose
     trainable refuses; reuse also keeps the loaded data set in the worker.
     """
+
+    def __repr__(self) -> str:
+        """Trial id, short genome and last fitness (what the Ray dashboard lists for this actor)."""
+        from nasq.status import trial_repr
+
+        last = getattr(self, "last_result", None) or {}
+        return trial_repr("JasqTrainable", self.trial_id, getattr(self, "genome_str", None), "fitness",
+                          last.get("fitness"))
 
     def setup(self, config: dict) -> None:
         """Decode the genome and load the data set (cached per worker process)."""
@@ -107,7 +105,8 @@ class JasqTrainable(tune.Trainable):
         return True
 
     def _configure(self, config: dict) -> None:
-        torch.set_num_threads(int(option(config, "threads")))
+        self.settings = settings_of(config)
+        torch.set_num_threads(self.settings.threads)
         self.space = space_of(config)
         self.genome_str = self.space.canonical(config["genome"])
         self.genome = self.space.decode(self.genome_str)
@@ -117,27 +116,24 @@ class JasqTrainable(tune.Trainable):
 
     def step(self) -> dict:
         """Train on the shared weights and report val_acc, sizes, fitness, train_seconds."""
-        cfg = self.config
-        store = get_store_actor(str(cfg["param_store"]))
+        cfg, s = self.config, self.settings
+        store = get_store_actor(str(s.param_store))
         names = parameter_keys(self.genome, self.net_config)
         t0 = time.perf_counter()
         base, versions = _ray_get(store.pull.remote(names, True))
         net = build_network(self.genome, self.net_config, shared=True)
         net.load_state_dict(base)
-        seed = int(option(cfg, "seed")) ^ zlib.crc32(f"{self.genome_str}/{self.trial_id}".encode())
-        settings = TrainSettings(steps=int(option(cfg, "train_steps")),
-                                 batch_size=int(option(cfg, "batch_size")), lr=float(option(cfg, "lr")),
-                                 seed=seed)
+        seed = s.train_seed ^ zlib.crc32(f"{self.genome_str}/{self.trial_id}".encode())
+        settings = TrainSettings(steps=s.train_steps, batch_size=s.batch_size, lr=s.lr, seed=seed)
         loss = train_steps(net, self.splits.train, settings)
         trained = {k: v.detach().clone() for k, v in net.state_dict().items()}
         push = _ray_get(store.push.remote({k: trained[k] - base[k] for k in names}, versions))
         train_seconds = time.perf_counter() - t0
-        report = quantize_network(net, self.genome, self.net_config, bit_rule_of(cfg),
-                                  int(option(cfg, "bucket_size")))
+        report = quantize_network(net, self.genome, self.net_config, bit_rule_of(cfg), s.bucket_size)
         val_acc = evaluate(net, self.splits.val)
-        target = cfg.get("target_size_mb")
-        fitness = val_acc if target is None else jasq_fitness(val_acc, report.size_mb_huffman, float(target),
-                                                              float(option(cfg, "gamma")))
+        target = s.target_size_mb
+        size = report.size_mb_huffman
+        fitness = val_acc if target is None else jasq_fitness(val_acc, size, target, s.gamma)
         self.last_result = {"val_acc": val_acc, **report.as_dict(), "fitness": fitness,
                             "train_seconds": train_seconds, "train_loss": loss,
                             "stale_tensors": push["stale"],
@@ -173,17 +169,20 @@ def _ray_get(ref):
     return ray.get(ref)
 
 
-def initial_store(cfg: dict) -> ParameterStore:
-    """Fresh supernet weights for the shared population (seeded by ``cfg['seed']``)."""
+def initial_store(cfg: dict | JasqSettings) -> ParameterStore:
+    """Fresh supernet weights for the shared population (seeded by ``train_seed``)."""
     splits = splits_of(cfg)
-    torch.manual_seed(int(option(cfg, "seed")))
+    torch.manual_seed(settings_of(cfg).train_seed)
     net = SharedNasNet(net_config_of(cfg, splits))
     return ParameterStore(net.state_dict())
 
 
-def prepare(cfg: dict, run_dir: Path, resumed: bool) -> None:
-    """Create the run's parameter store actor, restored from ``RUN_DIR/param_store.pt`` on resume."""
-    name = cfg.setdefault("param_store", store_actor_name(Path(run_dir).name))
+def prepare(settings: SearchSettings, run_dir: Path, resumed: bool) -> SearchSettings:
+    """Create the run's parameter store actor (named after the run), restored from
+    ``RUN_DIR/param_store.pt`` on resume (JASQ Appendix 4); return the settings naming it."""
+    name = store_actor_name(Path(run_dir).name)
+    settings = settings.replace(options={"param_store": name})
+    cfg = settings.options
     path = Path(run_dir) / STORE_FILE
     if resumed and path.is_file():
         store = ParameterStore.load(path)
@@ -192,20 +191,29 @@ def prepare(cfg: dict, run_dir: Path, resumed: bool) -> None:
         store = initial_store(cfg)
         store.save(path)
     create_store_actor(name, store)
+    return settings
 
 
 def make_callbacks(cfg: dict, run_dir: Path) -> list:
     """Save the store into the run directory as trials finish and at the end."""
-    name = cfg.get("param_store") or store_actor_name(Path(run_dir).name)
+    name = settings_of(cfg).param_store or store_actor_name(Path(run_dir).name)
     return [StoreCheckpoint(name, str(Path(run_dir) / STORE_FILE))]
 
 
-def finish(cfg: dict, run_dir: Path) -> None:
+def finish(settings: SearchSettings, run_dir: Path, trials) -> None:
     """Write the Pareto front and best genomes of a finished (or resumed) run (JASQ §4)."""
-    write_jasq_outputs(run_dir)
+    write_front_outputs(run_dir, trials, title="JASQ: validation accuracy vs Huffman size")
 
 
-register(Experiment(name="jasq", make_space=space_of, make_trainable=lambda cfg: JasqTrainable,
+def _trainable(cfg: dict) -> type:
+    return JasqTrainable
+
+
+def resources(cfg: dict) -> dict:
+    """Resources of one trial: ``cpus_per_trial`` CPUs."""
+    return {"cpu": settings_of(cfg).cpus_per_trial}
+
+
+register(Experiment(name="jasq", make_space=space_of, make_trainable=_trainable,
                     metric="fitness", mode="max", make_callbacks=make_callbacks, prepare=prepare,
-                    finish=finish,
-                    resources=lambda cfg: {"cpu": int(option(cfg, "threads"))}))
+                    finish=finish, resources=resources, settings_class=JasqSettings))

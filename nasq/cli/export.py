@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from nasq.errors import CheckpointError, ConfigError
+from nasq.errors import CheckpointError, ConfigError, NasqError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -60,12 +60,23 @@ def load_state(path: str | Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def parse_policy(text: str) -> list[int]:
-    """Widths from ``"8,4,16"`` or ``"8-4-16"``."""
-    tokens = text.replace(",", "-").split("-")
-    if not all(t.strip().isdigit() for t in tokens):
-        raise ConfigError(f"--bits-policy {text!r} must list integer widths, like 8,4,16")
-    return [int(t) for t in tokens]
+#: Widths an exported tensor may have: 1..16 bits quantized, or 32 to keep it float (JASQ §3.4).
+ALLOWED_BITS: tuple[int, ...] = (*range(1, 17), 32)
+
+
+def parse_policy(text: str, what: str = "--bits-policy") -> list[int]:
+    """Widths from ``"8,4,16"`` or ``"8-4-16"``; each must be one of :data:`ALLOWED_BITS`."""
+    tokens = [t.strip() for t in str(text).replace(",", "-").split("-")]
+    bad = [t for t in tokens if not (t.isascii() and t.isdigit())]
+    if bad:
+        raise ConfigError(f"{what} {text!r} must list integer widths (ASCII digits), like 8,4,16; "
+                          f"bad token {bad[0]!r}")
+    widths = [int(t) for t in tokens]
+    wrong = sorted({w for w in widths if w not in ALLOWED_BITS})
+    if wrong:
+        raise ConfigError(f"{what} {text!r} has unsupported width(s) {wrong}; use 1..16 bits, or 32 to "
+                          "keep a layer float")
+    return widths
 
 
 def _torchvision(state_path: Path, model: str, policy: list[int]) -> tuple[dict, dict[str, int]]:
@@ -88,8 +99,10 @@ def _from_run(run_dir: Path, args: argparse.Namespace) -> tuple[dict, dict[str, 
     if not args.genome:
         raise ConfigError(f"exporting from a run needs --genome G (a genome from {run_dir / 'trials.csv'})")
     if settings.experiment == "quant-policy":
-        state, bits = _torchvision(Path(cfg["checkpoint"]), cfg["model"], parse_policy(args.genome))
-        return state, bits, Path(cfg["checkpoint"]), bucket
+        policy = parse_policy(args.genome, "--genome")
+        weights = Path(cfg.get("weights_file") or cfg["checkpoint"])  # the float weights the trials read
+        state, bits = _torchvision(weights, cfg["model"], policy)
+        return state, bits, weights, bucket
     if settings.experiment != "jasq":
         raise ConfigError(
             f"{run_dir} is a {settings.experiment!r} run; export handles jasq and quant-policy runs"
@@ -99,7 +112,13 @@ def _from_run(run_dir: Path, args: argparse.Namespace) -> tuple[dict, dict[str, 
     from nasq.trainables.jasq import bit_rule_of, net_config_of, space_of, splits_of
 
     space = space_of(cfg)
-    genome_str = space.canonical(args.genome)
+    try:
+        genome_str = space.canonical(args.genome)
+    except (ValueError, IndexError, KeyError, TypeError) as exc:
+        if isinstance(exc, NasqError):
+            raise
+        raise ConfigError(f"--genome {args.genome!r} is not a JASQ genome of this run ({exc}); pass a "
+                          "genome from the run's trials.csv") from exc
     ckpt = (
         Path(args.checkpoint)
         if args.checkpoint
@@ -121,22 +140,43 @@ def _from_run(run_dir: Path, args: argparse.Namespace) -> tuple[dict, dict[str, 
     return state, state_bits(net, genome, net_cfg, bit_rule_of(cfg)), ckpt, bucket
 
 
+def _out_path(args: argparse.Namespace, weights: Path) -> Path:
+    """The output file: ``--out`` (an existing folder gets ``<weights stem>.nasqz`` inside it), else
+    the weights' path with suffix ``.nasqz``."""
+    out = Path(args.out).expanduser() if args.out else weights.with_suffix(".nasqz")
+    if out.is_dir():
+        out = out / weights.with_suffix(".nasqz").name
+    if out.resolve() == weights.resolve():
+        raise ConfigError(f"--out {out} is the weights file itself; pass another file name (e.g. .nasqz)")
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ConfigError(f"cannot write {out}: {parent} is a file, not a folder; pass another --out")
+            break
+    if out.is_dir():
+        raise ConfigError(f"--out {out} is a directory; pass a file name such as model.nasqz")
+    return out
+
+
 def _run(args: argparse.Namespace) -> int:
-    from nasq.quant.bucket import quantize_dequantize
+    from nasq.quant.bucket import check_bucket_size, quantize_dequantize
     from nasq.quant.export import export_model, load_compressed
 
+    if args.bucket_size is not None:
+        check_bucket_size(args.bucket_size)
     src = Path(args.source).expanduser()
     if src.is_dir():
         state, bits, weights, bucket = _from_run(src.resolve(), args)
     elif src.is_file():
         if not (args.model and args.bits_policy):
             raise ConfigError("a state dict source needs --model NAME and --bits-policy 8,4,...")
-        state, bits = _torchvision(src, args.model, parse_policy(args.bits_policy))
+        policy = parse_policy(args.bits_policy)
+        state, bits = _torchvision(src, args.model, policy)
         weights, bucket = src, 256
     else:
         raise CheckpointError(f"{src} is neither a run directory nor a checkpoint file; check the path")
-    bucket = args.bucket_size or bucket
-    out = Path(args.out) if args.out else weights.with_suffix(".nasqz")
+    bucket = args.bucket_size if args.bucket_size is not None else bucket
+    out = _out_path(args, weights)
     report = export_model(state, bits, out, bucket_size=bucket)
     print(
         f"nasq: wrote {out}: {report.size_mb_huffman:.4f} MB (Huffman, = file length); fixed "

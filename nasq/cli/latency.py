@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 from nasq.errors import ConfigError
@@ -71,11 +72,44 @@ def _timing_args(parser: argparse.ArgumentParser, engine: bool = True) -> None:
                         help="timing statistic: median (default), or p25 when the CPU is shared")
 
 
+def _check_timing(args: argparse.Namespace) -> None:
+    """Refuse timing options that cannot work, before anything is measured or Ray starts."""
+    if args.repeats < 1 or args.warmup < 0 or args.actors < 0:
+        raise ConfigError("--repeats must be >= 1, --warmup >= 0 and --actors >= 0")
+    if args.actors > 0 and not (args.address or os.environ.get("RAY_ADDRESS")):
+        cpus = _local_cpus()
+        if args.actors > cpus:  # a local Ray gets this many CPUs; more actors would wait forever
+            raise ConfigError(f"--actors {args.actors} needs {args.actors} CPUs but a local Ray here gets "
+                              f"{cpus}; use --actors {cpus} or fewer (0 = measure without Ray)")
+
+
+def _local_cpus() -> int:
+    """CPUs a local Ray started by nasq gets (``NASQ_RAY_NUM_CPUS``, else all of this machine's, as Ray counts)."""
+    from nasq.runner import local_num_cpus
+
+    return int(local_num_cpus(os.cpu_count() or 1))
+
+
+def _check_out_file(path: Path, flag: str = "--out") -> Path:
+    """A file path to write later: not a directory, and no existing file where a folder must be."""
+    if path.is_dir():
+        raise ConfigError(f"{flag} {path} is a directory; pass a file name such as {path / 'predictor.json'}")
+    _check_out_parents(path, flag)
+    return path
+
+
+def _check_out_parents(path: Path, flag: str) -> None:
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ConfigError(f"{flag} {path}: {parent} is a file, not a folder; pass another {flag}")
+            return
+
+
 def _settings(args: argparse.Namespace, engine: str):
     from nasq.latency.dataset import MeasureSettings
 
-    if args.repeats < 1 or args.warmup < 0 or args.actors < 0:
-        raise ConfigError("--repeats must be >= 1, --warmup >= 0 and --actors >= 0")
+    _check_timing(args)
     if args.actors > 0:
         from nasq.runner import connect_ray
 
@@ -86,14 +120,13 @@ def _settings(args: argparse.Namespace, engine: str):
 def _build(args: argparse.Namespace) -> int:
     from nasq.latency.dataset import get_space
     from nasq.latency.engines import resolve_engine
+    from nasq.latency.evaluate import build_predictor, check_counts
 
     resolve_engine(args.engine)
     get_space(args.space)
-    if args.samples < 2:
-        raise ConfigError(f"--samples must be at least 2, got {args.samples}")
-    from nasq.latency.evaluate import build_predictor
-
-    out = Path(args.out or DEFAULT_PREDICTOR.format(engine=args.engine))
+    check_counts(samples=args.samples, calib_chains=args.calib_chains, actors=args.actors, seed=args.seed)
+    _check_timing(args)
+    out = _check_out_file(Path(args.out or DEFAULT_PREDICTOR.format(engine=args.engine)))
     rep = build_predictor(args.engine, space=args.space, samples=args.samples, calib_chains=args.calib_chains,
                           actors=args.actors, settings=_settings(args, args.engine), seed=args.seed, out=out,
                           stat=args.stat or "median")
@@ -107,14 +140,22 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from nasq.latency.evaluate import evaluate_predictor, metrics_table, plot_predicted_vs_measured
+    from nasq.latency.dataset import get_space
+    from nasq.latency.evaluate import (check_counts, evaluate_predictor, metrics_table,
+                                       plot_predicted_vs_measured)
     from nasq.latency.predictor import LatencyPredictor
 
+    check_counts(models=args.models, actors=args.actors, seed=args.seed)
+    _check_timing(args)
     pred = LatencyPredictor.load(args.predictor, allow_foreign=args.allow_foreign)
     space = args.space or pred.meta.get("space", "spaceevo-blocks")
+    get_space(space)
+    out = Path(args.out) if args.out else Path(args.predictor).parent
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; pass a folder for the eval table, JSON and PNG")
+    _check_out_parents(out, "--out")
     res = evaluate_predictor(pred, space=space, models=args.models, actors=args.actors,
                              settings=_settings(args, pred.engine), seed=args.seed, stat=args.stat)
-    out = Path(args.out) if args.out else Path(args.predictor).parent
     out.mkdir(parents=True, exist_ok=True)
     stem = Path(args.predictor).name.removesuffix(".json")
     png = plot_predicted_vs_measured({"predictor": (res.measured_ms, res.predicted_ms)},
@@ -131,6 +172,8 @@ def _eval(args: argparse.Namespace) -> int:
 def _measure(args: argparse.Namespace) -> int:
     from nasq.latency import measure
 
+    measure.check_timing(args.threads, args.repeats, args.warmup)
+    measure.resolve_engine(args.engine)
     target = args.target
     if target.endswith(".onnx") or Path(target).is_file():
         m = measure.measure_onnx(target, args.engine, threads=args.threads, repeats=args.repeats,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from nasq import experiments
+from nasq.errors import ConfigError
 from nasq.report import BEST_PNG, TRIALS_CSV, top_trials
 from nasq.runner import read_run_file, write_outputs
 
@@ -15,10 +15,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("report", help="write trials.csv and best_so_far.png of a run, print the best")
     parser.add_argument("run_dir", metavar="DIR", help="run directory (printed by `nasq search`)")
     parser.add_argument("--top", type=int, default=5, help="number of best trials to print")
+    parser.add_argument("--watch", action="store_true",
+                        help="refresh the report every --interval seconds until the search ends (or Ctrl-C)")
+    parser.add_argument("--interval", type=float, default=5.0, help="seconds between --watch refreshes")
     parser.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.top < 1:
+        raise ConfigError(f"--top must be >= 1 (the number of best trials to print), got {args.top}")
+    if args.watch:  # keep trials.csv, best_so_far.png and the Pareto files current while it runs
+        from nasq.cli.watch import watch_report
+
+        code = watch_report(Path(args.run_dir), args.interval)
+        print_summary(Path(args.run_dir), top=args.top, write=False)
+        return code
     print_summary(Path(args.run_dir), top=args.top, write=True)
     return 0
 
@@ -28,8 +39,8 @@ def print_summary(run_dir: Path, top: int = 5, write: bool = False) -> None:
     import pandas as pd
 
     settings = read_run_file(run_dir)
-    exp = experiments.get(settings.experiment)
-    frame = write_outputs(run_dir) if write else pd.read_csv(Path(run_dir) / TRIALS_CSV)
+    exp = settings.exp
+    frame = write_outputs(run_dir, settings) if write else pd.read_csv(Path(run_dir) / TRIALS_CSV)
     finished = int(frame["objective"].notna().sum()) if not frame.empty else 0
     print(f"nasq: {len(frame)} trials, {finished} with a {exp.metric}; report: "
           f"{Path(run_dir) / TRIALS_CSV}, {Path(run_dir) / BEST_PNG}")

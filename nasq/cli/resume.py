@@ -7,6 +7,7 @@ from pathlib import Path
 
 from nasq import runner
 from nasq.cli.report import print_summary
+from nasq.cli.submit import dashboard_help
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,6 +24,9 @@ def _run(args: argparse.Namespace) -> int:
 
     def show(url: str | None) -> None:
         print(f"nasq: Ray dashboard: {url or '(not running)'}", flush=True)
+        hint = dashboard_help(url)
+        if hint:
+            print(hint, flush=True)
         print(f"nasq: resuming {run_dir}", flush=True)
 
     runner.resume_search(run_dir, address=args.address, on_connect=show)

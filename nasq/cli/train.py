@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import time
 import zlib
 from pathlib import Path
 
-from nasq.errors import ConfigError
+from nasq.errors import ConfigError, GenomeError, NasqError
 
 MODEL_FILE = "model.pt"
 REPORT_FILE = "report.json"
@@ -37,11 +38,50 @@ def _genome_of(run_dir: Path, genome: str) -> str:
     path = run_dir / BEST_JSON
     try:
         return json.loads(path.read_text())["best"][0]["genome"]
-    except (OSError, json.JSONDecodeError, KeyError, IndexError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, IndexError, TypeError) as exc:
         raise ConfigError(f"no best genome in {path}; pass --genome G (a genome from trials.csv)") from exc
 
 
+def check_args(args: argparse.Namespace) -> None:
+    """Refuse bad training options (JASQ §4 from-scratch training) before the run, the data or torch
+    are touched: one-line ConfigErrors, so a bad value never costs a training run or a written file."""
+    if not (math.isfinite(args.epochs) and args.epochs > 0):
+        raise ConfigError(f"--epochs must be a finite number > 0 (fractions allowed), got {args.epochs}")
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if not (math.isfinite(args.lr) and args.lr > 0):
+        raise ConfigError(f"--lr must be a finite learning rate > 0, like 0.05; got {args.lr}")
+    if args.threads < 1:
+        raise ConfigError(f"--threads must be >= 1 (torch intra-op threads), got {args.threads}")
+    if not 0 <= args.seed < 2**63:
+        raise ConfigError(f"--seed must be an integer in 0 .. 2**63-1, got {args.seed}")
+
+
+def _canonical(space, text: str) -> str:
+    """The canonical genome string, or a one-line GenomeError naming the bad genome."""
+    try:
+        return space.canonical(text)
+    except (ValueError, IndexError, KeyError, TypeError) as exc:
+        if isinstance(exc, NasqError):
+            raise
+        raise GenomeError(f"genome {text!r} is not a JASQ genome of this run ({exc}); pass a genome "
+                          "from the run's trials.csv") from exc
+
+
+def _out_dir(args: argparse.Namespace, run_dir: Path, genome_str: str) -> Path:
+    out = (Path(args.out).expanduser() if args.out
+           else run_dir / "trained" / f"{zlib.crc32(genome_str.encode()):08x}")
+    for parent in (out, *out.parents):
+        if parent.exists():
+            if not parent.is_dir():
+                raise ConfigError(f"--out {out} cannot be a folder: {parent} is a file; pass a folder for "
+                                  f"{MODEL_FILE} and {REPORT_FILE}")
+            break
+    return out
+
+
 def _run(args: argparse.Namespace) -> int:
+    check_args(args)
     import torch
 
     from nasq.models.training import (
@@ -52,19 +92,18 @@ def _run(args: argparse.Namespace) -> int:
         train_standalone,
     )
     from nasq.runner import read_run_file
-    from nasq.trainables.jasq import bit_rule_of, net_config_of, option, space_of, splits_of
+    from nasq.trainables.jasq import bit_rule_of, net_config_of, space_of, splits_of
 
     run_dir = Path(args.run_dir).expanduser().resolve()
     settings = read_run_file(run_dir)
     if settings.experiment != "jasq":
         raise ConfigError(f"{run_dir} is a {settings.experiment!r} run; `nasq train` trains JASQ genomes")
-    if args.epochs <= 0 or args.batch_size < 1:
-        raise ConfigError("--epochs must be > 0 and --batch-size >= 1")
-    torch.set_num_threads(args.threads)
     cfg = settings.experiment_config
     space = space_of(cfg)
-    genome_str = space.canonical(_genome_of(run_dir, args.genome))
+    genome_str = _canonical(space, _genome_of(run_dir, args.genome))
     genome = space.decode(genome_str)
+    out = _out_dir(args, run_dir, genome_str)
+    torch.set_num_threads(args.threads)
     splits = splits_of(cfg)
     net_cfg = net_config_of(cfg, splits)
     steps = epochs_to_steps(args.epochs, len(splits.train), args.batch_size)
@@ -75,19 +114,34 @@ def _run(args: argparse.Namespace) -> int:
                            TrainSettings(steps=steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed),
                            seed=args.seed)
     seconds = time.perf_counter() - t0
-    out = Path(args.out) if args.out else run_dir / "trained" / f"{zlib.crc32(genome_str.encode()):08x}"
-    out.mkdir(parents=True, exist_ok=True)
-    torch.save(net.state_dict(), out / MODEL_FILE)
+    state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    if not all(bool(torch.isfinite(v).all()) for v in state.values() if v.is_floating_point()):
+        raise ConfigError(f"training diverged with --lr {args.lr:g} (non-finite weights); nothing was "
+                          "written; lower --lr")
     float_acc = evaluate(net, splits.test)
-    size = quantize_network(net, genome, net_cfg, bit_rule_of(cfg), int(option(cfg, "bucket_size")))
+    size = quantize_network(net, genome, net_cfg, bit_rule_of(cfg), settings.options.bucket_size)
     result = {"genome": genome_str, "test_acc": evaluate(net, splits.test), "test_acc_float": float_acc,
               "val_acc": evaluate(net, splits.val), **size.as_dict(), "epochs": args.epochs, "steps": steps,
               "train_seconds": seconds, "model": str(out / MODEL_FILE)}
-    tmp = out / f".{REPORT_FILE}.tmp"
-    tmp.write_text(json.dumps(result, indent=2))
-    os.replace(tmp, out / REPORT_FILE)
+    _write_outputs(out, state, result)
     print(f"nasq: test_acc={result['test_acc']:.2f}% (quantized; float {float_acc:.2f}%)  "
           f"size_mb={size.size_mb_huffman:.4f} (Huffman; fixed {size.size_mb_fixed:.4f}, "
           f"float {size.size_mb_float:.4f})  trained in {seconds:.1f} s")
     print(f"nasq: float state dict: {out / MODEL_FILE}; report: {out / REPORT_FILE}")
     return 0
+
+
+def _write_outputs(out: Path, state: dict, result: dict) -> None:
+    """Write the state dict and the report, each to a temp file first, then move both into place."""
+    import torch
+
+    out.mkdir(parents=True, exist_ok=True)
+    tmp_model, tmp_report = out / f".{MODEL_FILE}.tmp", out / f".{REPORT_FILE}.tmp"
+    try:
+        torch.save(state, tmp_model)
+        tmp_report.write_text(json.dumps(result, indent=2))
+        os.replace(tmp_model, out / MODEL_FILE)
+        os.replace(tmp_report, out / REPORT_FILE)
+    finally:
+        tmp_model.unlink(missing_ok=True)
+        tmp_report.unlink(missing_ok=True)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from nasq.evolution.population import Individual, worst_of
+from nasq.evolution.population import Individual
 from nasq.evolution.strategy import Proposal, Strategy
 
 
 class RandomSampling(Strategy):
-    """Uniform sampling; keeps the best ``population_size`` results only for reporting."""
+    """Uniform sampling (inside the limit with a hard constraint); keeps the best
+    ``population_size`` results only for reporting."""
 
     kind = "random"
 
@@ -19,11 +20,11 @@ class RandomSampling(Strategy):
     def _next_proposal(self) -> Proposal | None:
         if self.queue:
             return self.queue.pop(0)
-        return Proposal(self._fresh(lambda: self.space.random_str(self.rng)), "random")
+        return self._proposal(self._fresh(self._random), "random")
 
     def _breed(self) -> list[Proposal]:  # pragma: no cover - never called
         raise AssertionError("random search does not breed")
 
     def _after_insert(self, ind: Individual, proposal: Proposal) -> None:
         while len(self.population) > self.population_size:
-            self.population.remove(worst_of(self.population.members))
+            self.population.remove(self.population.worst())

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from nasq.evolution.population import Individual, best_of, worst_of
+from nasq.evolution.population import Individual, worst_of
 from nasq.evolution.strategy import Proposal, Strategy
 
 
@@ -11,25 +11,30 @@ class TournamentSelection(Strategy):
 
     The worst of the parent's sample is removed when the child joins (so a failed
     child leaves the population intact); if it is already gone, the worst of a fresh
-    sample leaves instead. The child is the parent mutated by every mutation kind of
-    the space in turn (for JASQ: one architecture element and one cell's bits, §3.3).
+    sample leaves instead. The child is the parent mutated by every mutation kind in turn
+    (for JASQ: one architecture element and one cell's bits, §3.3; then one hyperparameter
+    when Tune search domains are searched beside the genome).
     """
 
     kind = "tournament"
 
     def _breed(self) -> list[Proposal]:
-        sample = self.population.sample(self.sample_size, self.rng)
-        parent = best_of(sample)
-        child = self._fresh(lambda: self._mutate_all(parent.genome))
-        return [Proposal(child, "child", [ind.birth for ind in sample])]
+        parent, worst, births = self.population.tournament_extremes(self.sample_size, self.rng)
+        child = self._fresh(*self._mutation_steps((parent.genome, parent.hparams)))
+        proposal = self._proposal(child, "child", births)
+        proposal.worst = worst
+        return [proposal]
 
     def _after_insert(self, ind: Individual, proposal: Proposal) -> None:
         if len(self.population) <= self.population_size:
             return
-        alive = {m.birth: m for m in self.population.members if m is not ind}
-        sample = [alive[b] for b in proposal.sample if b in alive]
-        if not sample:
+        # The sample's worst when drawn is still the worst of its living members while it lives.
+        worst = proposal.worst
+        if worst is None or worst is ind or not self.population.is_alive(worst):
+            worst = self.population.worst_among(proposal.sample, exclude=ind)
+        if worst is None:
             sample = [m for m in self.population.sample(self.sample_size, self.rng) if m is not ind]
             if not sample:
                 return
-        self.population.remove(worst_of(sample))
+            worst = worst_of(sample)
+        self.population.remove(worst)

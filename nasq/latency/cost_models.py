@@ -47,8 +47,16 @@ class AdditiveCostModel:
         return cls(columns=list(columns), coef=coef / scale)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        """Latency in ms for the rows of ``x`` (columns in ``self.columns`` order)."""
-        return x @ self.coef
+        """Latency in ms for the rows of ``x`` (columns in ``self.columns`` order).
+
+        Each row's sum runs column by column in a fixed order, so a block's latency does not depend on
+        the other rows of the batch or on the CPU's BLAS kernel (``x @ coef`` blocks rows by SIMD width).
+        """
+        x = np.asarray(x, dtype=np.float64)
+        out = np.zeros(x.shape[0])
+        for j, c in enumerate(self.coef):
+            out += x[:, j] * c
+        return out
 
     def to_dict(self) -> dict:
         """JSON-ready parameters."""
@@ -108,7 +116,11 @@ class TreeEnsemble:
                 break
             go_left = x32[rows, feat[trees, node]] <= thr[trees, node]
             node = np.where(inner, np.where(go_left, nxt_left, right[trees, node]), node)
-        return self.offset + self.rate * val[trees, node].sum(axis=1)
+        leaves = val[trees, node]
+        total = np.zeros(len(x32))
+        for t in range(leaves.shape[1]):  # tree by tree: each row's sum has one order, whatever the batch
+            total += leaves[:, t]
+        return self.offset + self.rate * total
 
     def _arrays(self) -> tuple[np.ndarray, ...]:
         """Trees padded into (n_trees, max_nodes) arrays (leaves: children -1, feature 0)."""

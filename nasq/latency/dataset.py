@@ -153,6 +153,8 @@ def sample_chains(space: BlockSpace | str, n: int, seed: int = 1, min_blocks: in
                   max_blocks: int = 10) -> list[list[BlockSpec]]:
     """Draw ``n`` whole models: a stem, ``min_blocks``–``max_blocks`` body blocks, a head (Sec. 4 check)."""
     space = get_space(space) if isinstance(space, str) else space
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+        raise ConfigError(f"the number of chains must be an integer >= 0, got {n!r}")
     if not 1 <= min_blocks <= max_blocks:
         raise ConfigError(f"need 1 <= min_blocks <= max_blocks, got {min_blocks} and {max_blocks}")
     rng = np.random.default_rng(seed)
@@ -242,6 +244,10 @@ def measure_parallel(items: Sequence[Sequence[BlockSpec]], settings: MeasureSett
     if not ray.is_initialized():
         raise ConfigError("measure_parallel with actors > 0 needs Ray; call ray.init() (the CLI does) "
                           "or pass actors=0")
+    cpus = int(ray.cluster_resources().get("CPU", 0))
+    if actors > cpus:  # the extra actors would never be scheduled and the pool would wait forever
+        raise ConfigError(f"{actors} measuring actors need {actors} CPUs but the Ray cluster has {cpus}; "
+                          f"use --actors {max(cpus, 0)} or fewer (0 = measure without Ray)")
     remote = ray.remote(num_cpus=1)(MeasureWorker)
     pool_actors = [remote.remote(settings, i if pin else None) for i in range(actors)]
     try:

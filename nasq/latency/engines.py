@@ -9,8 +9,8 @@ SpaceEvo (Sec. 4) measures INT8 latency on real devices with the deployment engi
   U8S8, and on this project's CPU U8S8 blocks ran 2-4x faster than the QDQ default S8S8, which leaves many
   ops in FP32 (/work/shared/measurements/int8-onnxruntime-cpu.md). ``ort-int8-s8s8`` selects S8S8.
 - ``tflite-fp32`` / ``tflite-int8``: the Keras twin converted by ``TFLiteConverter`` (full-integer INT8 with
-  int8 input/output and a representative data set), run by the LiteRT interpreter (``ai_edge_litert`` when
-  installed, else ``tf.lite.Interpreter``, deprecated but still shipped in TensorFlow 2.21) with XNNPACK.
+  int8 input/output and a representative data set), run by the LiteRT interpreter of the ``ai-edge-litert``
+  package with XNNPACK. TensorFlow is used only for the converter: 2.21 deprecates ``tf.lite.Interpreter``.
 """
 
 from __future__ import annotations
@@ -222,24 +222,22 @@ def ort_runner(path: str | Path, threads: int = 1) -> Callable[[], None]:
 
 
 def tflite_runtime() -> tuple[type, str]:
-    """The LiteRT interpreter class and a version string: ``ai_edge_litert`` if installed, else ``tf.lite``.
+    """The LiteRT interpreter class of ``ai_edge_litert`` and its version string.
 
-    TensorFlow 2.21 still ships ``tf.lite.Interpreter`` but marks it deprecated in favour of the
-    ``ai_edge_litert`` package; both run the same XNNPACK-delegated kernels.
+    TensorFlow 2.21 deprecates ``tf.lite.Interpreter`` in favour of the ``ai-edge-litert`` package (the
+    same XNNPACK-delegated kernels), so TFLite models are timed with LiteRT and TensorFlow only converts.
+
+    Raises:
+        ConfigError: ``ai-edge-litert`` is not installed, naming what to install.
     """
     try:
         from ai_edge_litert import interpreter as litert
-        from importlib.metadata import version
-
-        return litert.Interpreter, f"ai_edge_litert {version('ai-edge-litert')}"
     except ImportError:
-        pass
-    from nasq.blocks.keras_blocks import keras
+        raise ConfigError("the tflite-* engines run on the LiteRT interpreter; install it with "
+                          "`pip install ai-edge-litert` (or `pip install nasq[tflite]`)") from None
+    from importlib.metadata import version
 
-    keras()
-    import tensorflow as tf
-
-    return tf.lite.Interpreter, f"tensorflow {tf.__version__}"
+    return litert.Interpreter, f"ai_edge_litert {version('ai-edge-litert')}"
 
 
 def convert_tflite(specs: Sequence, int8: bool, batch: int = 1, seed: int = 0, calib_samples: int = 8) -> bytes:
@@ -268,9 +266,7 @@ def convert_tflite(specs: Sequence, int8: bool, batch: int = 1, seed: int = 0, c
 def tflite_interpreter(content: bytes, threads: int = 1):
     """An allocated TFLite interpreter with ``threads`` threads (default XNNPACK delegate)."""
     cls, _ = tflite_runtime()
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated.*")
-        interp = cls(model_content=content, num_threads=int(threads))
+    interp = cls(model_content=content, num_threads=int(threads))
     interp.allocate_tensors()
     return interp
 

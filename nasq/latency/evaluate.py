@@ -54,6 +54,18 @@ def _common_fingerprint(rows: list[dict]) -> dict:
     return rows[0]["fingerprint"]
 
 
+#: Smallest allowed value of each count of :func:`build_predictor` / :func:`evaluate_predictor`.
+_MINIMUM = {"samples": 2, "calib_chains": 0, "models": 1, "actors": 0, "seed": 0}
+
+
+def check_counts(**counts: int) -> None:
+    """Refuse counts below their minimum (``--samples`` >= 2, ``--models`` >= 1, ...) in one line."""
+    for name, value in counts.items():
+        low = _MINIMUM[name]
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+            raise ConfigError(f"--{name.replace('_', '-')} must be an integer >= {low}, got {value!r}")
+
+
 @dataclass
 class BuildReport:
     """What :func:`build_predictor` measured and fitted."""
@@ -85,6 +97,7 @@ def build_predictor(engine: str = "ort-int8", *, space: str = "spaceevo-blocks",
         stat: timing statistic to fit, ``median`` or ``p25`` (see :data:`STATISTICS`).
     """
     col = _stat_column(stat)
+    check_counts(samples=samples, calib_chains=calib_chains, actors=actors, seed=seed)
     settings = MeasureSettings(**{**vars(settings or MeasureSettings()), "engine": engine})
     blocks = sample_blocks(space, samples, seed=seed)
     chains = sample_chains(space, calib_chains, seed=seed + 10_000)
@@ -130,6 +143,7 @@ def evaluate_predictor(pred: LatencyPredictor, *, space: str = "spaceevo-blocks"
     ``stat`` is the timing statistic compared (default: the one the predictor was fitted on).
     """
     col = _stat_column(stat or pred.meta.get("stat", "median"))
+    check_counts(models=models, actors=actors, seed=seed)
     settings = MeasureSettings(**{**vars(settings or MeasureSettings()), "engine": pred.engine})
     chains = sample_chains(get_space(space), models, seed=seed, min_blocks=min_blocks, max_blocks=max_blocks)
     rows = measure_robust(chains, settings, actors=actors)

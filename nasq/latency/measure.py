@@ -164,10 +164,20 @@ def make_runner(path: str | Path, engine: str, threads: int = 1) -> Callable[[],
     return engines.tflite_runner(Path(path).read_bytes(), threads)
 
 
+def check_timing(threads: int, repeats: int, warmup: int) -> None:
+    """Refuse thread and repeat counts that cannot time anything (one-line ConfigError)."""
+    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
+        raise ConfigError(f"threads must be an integer >= 1 (1 = the project's ground truth), "
+                          f"got {threads!r}")
+    if repeats < 1 or warmup < 0:
+        raise ConfigError(f"repeats must be >= 1 and warmup >= 0, got {repeats} and {warmup}")
+
+
 def time_model(path: str | Path, engine: str, key: str, *, threads: int = 1, repeats: int = 50,
                warmup: int = 10, batch: int = 1, activation_type: str | None = None,
                cpus: Sequence[int] | None = None) -> Measurement:
     """Pin, create the session, time it and wrap the result with fingerprint and load (Sec. 4)."""
+    check_timing(threads, repeats, warmup)
     cfg = resolve_engine(engine, activation_type)
     cpus = tuple(cpus) if cpus is not None else pick_cpus(threads)
     with pinned(cpus) as used:
@@ -194,6 +204,7 @@ def measure_specs(specs: Sequence[BlockSpec], engine: str, *, threads: int = 1, 
         cpus: CPUs to pin to; default the ``threads`` least busy ones.
         seed: seed of the calibration / representative data.
     """
+    check_timing(threads, repeats, warmup)
     specs = [BlockSpec.from_key(s) if isinstance(s, str) else s for s in specs]
     with tempfile.TemporaryDirectory(prefix="nasq-measure-") as tmp:
         path = prepare_artifact(specs, engine, tmp, batch=batch, activation_type=activation_type, seed=seed)
@@ -204,16 +215,56 @@ def measure_specs(specs: Sequence[BlockSpec], engine: str, *, threads: int = 1, 
 def measure_onnx(path: str | Path, engine: str, *, threads: int = 1, repeats: int = 50, warmup: int = 10,
                  activation_type: str | None = None, cpus: Sequence[int] | None = None) -> Measurement:
     """Measure an ONNX file on ``ort-fp32`` as is, or on ``ort-int8`` (quantized here unless it is already)."""
-    import onnx
-
+    check_timing(threads, repeats, warmup)
     cfg = resolve_engine(engine, activation_type)
     path = Path(path)
-    if not path.exists():
-        raise ConfigError(f"ONNX file {path} not found; pass the path of an exported .onnx model")
     if cfg.family != "ort":
         raise ConfigError(f"engine {engine!r} cannot run an ONNX file; use ort-fp32 or ort-int8")
-    model = onnx.load(str(path), load_external_data=False)
+    model = load_onnx(path)
     batch = engines.onnx_input(path)[1][0]
+    try:
+        return _measure_loaded(model, path, engine, cfg, threads=threads, repeats=repeats, warmup=warmup,
+                               batch=batch, activation_type=activation_type, cpus=cpus)
+    except Exception as exc:
+        if not type(exc).__module__.startswith("onnxruntime"):
+            raise
+        reason = " ".join(str(exc).split())[:160]
+        raise ConfigError(f"ONNX Runtime cannot run {path} ({type(exc).__name__}: {reason}); check the "
+                          "model, or export it again") from exc
+
+
+def load_onnx(path: str | Path):
+    """Read and check an ONNX file: present, not empty, a valid model with one static-shaped input.
+
+    Raises:
+        ConfigError: one line naming what is wrong with the file and what to pass instead.
+    """
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    path = Path(path)
+    fix = "pass an ONNX model exported with torch.onnx.export (fixed input shape)"
+    if not path.exists():
+        raise ConfigError(f"ONNX file {path} not found; pass the path of an exported .onnx model")
+    if not path.is_file():
+        raise ConfigError(f"{path} is a directory, not an ONNX file; {fix}")
+    if path.stat().st_size == 0:
+        raise ConfigError(f"ONNX file {path} is empty; {fix}")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+        onnx.checker.check_model(model)
+    except (DecodeError, onnx.checker.ValidationError, ValueError, OSError, RuntimeError) as exc:
+        reason = " ".join(str(exc).split())[:160] or type(exc).__name__
+        raise ConfigError(f"{path} is not a valid ONNX model ({type(exc).__name__}: {reason}); "
+                          f"{fix}") from exc
+    if not model.graph.input:
+        raise ConfigError(f"ONNX model {path} has no inputs; {fix}")
+    return model
+
+
+def _measure_loaded(model, path: Path, engine: str, cfg, *, threads: int, repeats: int, warmup: int,
+                    batch: int, activation_type: str | None, cpus: Sequence[int] | None) -> Measurement:
+    """Time a checked ONNX model as is (fp32, or already quantized) or after INT8 quantization."""
     if cfg.precision == "fp32":
         return time_model(path, engine, path.name, threads=threads, repeats=repeats, warmup=warmup,
                           batch=batch, cpus=cpus)

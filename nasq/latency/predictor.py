@@ -39,7 +39,8 @@ from nasq.latency.fingerprint import device_fingerprint, fingerprint_mismatch
 log = logging.getLogger(__name__)
 
 FORMAT = "nasq-latency-predictor"
-FORMAT_VERSION = 1
+#: 2: the device fingerprint names the CPU's vendor, family, model, stepping and INT8 ISA flags.
+FORMAT_VERSION = 2
 #: Fewer samples of a type than this (or than 2× its active columns) -> the pooled model answers it.
 MIN_TYPE_SAMPLES = 8
 
@@ -182,10 +183,11 @@ class LatencyPredictor:
         x = op_matrix(specs)
         pooled = self.pooled_model.predict(x[:, _cols(self.pooled_model)])
         out = pooled.copy()
-        for i, s in enumerate(specs):
-            model = self.type_models.get(s.type)
-            if model is not None:
-                out[i] = model.predict(x[i:i + 1, _cols(model)])[0]
+        types = np.array([s.type for s in specs])
+        for t, model in self.type_models.items():
+            rows = np.flatnonzero(types == t)
+            if len(rows):
+                out[rows] = model.predict(x[np.ix_(rows, _cols(model))])
         bad = ~np.isfinite(out) | (out <= 0)
         out[bad] = pooled[bad]
         return out
@@ -255,12 +257,12 @@ class LatencyPredictor:
         if fingerprint is None:
             fingerprint = device_fingerprint(pred.engine, threads or int(pred.fingerprint.get("threads", 1)),
                                              activation_type=pred.fingerprint.get("activation_type"))
-        diff = fingerprint_mismatch(pred.fingerprint, fingerprint)
+        diff = fingerprint_mismatch(pred.fingerprint, fingerprint, labels=("the file", "this machine"))
         if diff and not allow_foreign:
             raise CheckpointError(bad_state(
                 path, "it was measured on another device/engine (" + "; ".join(diff) + ")",
-                f"rebuild it here with `nasq latency build --engine {pred.engine}` "
-                "or pass allow_foreign=True"))
+                f"rebuild it here with `nasq latency build --engine {pred.engine}`, or accept it with "
+                "--allow-foreign (CLI) / allow_foreign=True (Python API)"))
         if diff:
             log.warning("using foreign latency predictor %s: %s", path, "; ".join(diff))
         return pred
@@ -293,9 +295,14 @@ def _read_doc(path: str | Path) -> dict:
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise CheckpointError(bad_state(path, "not a nasq latency predictor file", "pass a file written by "
                                         "`nasq latency build`"))
-    if doc.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(bad_state(path, f"format version {doc.get('format_version')!r} is not "
-                                        f"{FORMAT_VERSION}", "rebuild it with this nasq version"))
+    version = doc.get("format_version")
+    if version != FORMAT_VERSION:
+        why = (" (its device fingerprint lacks the CPU vendor/family/model/stepping and INT8 ISA flags)"
+               if isinstance(version, int) and version < FORMAT_VERSION else "")
+        engine = doc.get("engine") if isinstance(doc.get("engine"), str) else "ENGINE"
+        raise CheckpointError(bad_state(path, f"predictor format version {version!r} is not {FORMAT_VERSION}"
+                                        f"{why}", f"rebuild the predictor with `nasq latency build --engine "
+                                        f"{engine}` (this nasq version)"))
     return doc
 
 

@@ -2,7 +2,8 @@
 
 Every row is computed by the same quantizer and size accounting on the same trained network and
 data: validation and test accuracy (percent), Huffman-coded size, fixed-width size and the
-compression rate against float32.
+compression rate against float32. The Pareto front of a search is written by the one front writer,
+:func:`nasq.jasq_report.write_front_outputs`.
 """
 
 from __future__ import annotations
@@ -67,6 +68,13 @@ def baseline_rows(
     rows = [policy_row("float32", net, [32] * n, splits, bucket_size, device)]
     rows += [policy_row(f"uniform {b}-bit", net, [b] * n, splits, bucket_size, device) for b in widths]
     return rows
+
+
+def found_rows(trials, net: nn.Module, splits: Splits, bucket_size: int = 256, top: int = 3) -> list[dict]:
+    """Rows of the ``top`` distinct policies of a search's finished trials by fitness (``objective``)."""
+    best = trials.sort_values("objective", ascending=False).drop_duplicates("genome").head(top)
+    return [policy_row(f"found #{i + 1}", net, [int(b) for b in g.split("-")], splits, bucket_size)
+            for i, g in enumerate(best["genome"])]
 
 
 def write_policy_report(

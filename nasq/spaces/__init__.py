@@ -16,6 +16,7 @@ _LAZY: dict[str, str] = {
     "jasq": "nasq.spaces.jasq",
     "jasq-tiny": "nasq.spaces.jasq",
     "quant-policy": "nasq.spaces.quant_policy",
+    "spaceevo": "nasq.spaces.spaceevo", "spaceevo-tiny": "nasq.spaces.spaceevo",
 }
 
 

@@ -146,7 +146,7 @@ class JasqSpace(Space[JasqGenome]):
     @staticmethod
     def _decode_input(token: str, j: int, text: str) -> int:
         allowed = list(range(j + 2))
-        if not token.isdigit() or int(token) not in allowed:
+        if not (token.isascii() and token.isdecimal()) or int(token) not in allowed:
             raise GenomeError(bad_token(f"input of combination {j}", token, allowed, where=text))
         return int(token)
 

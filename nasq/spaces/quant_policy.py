@@ -68,7 +68,7 @@ class QuantPolicySpace(Space[QuantPolicyGenome]):
             )
         bits = []
         for tok in tokens:
-            if not tok.isdigit() or int(tok) not in self.choices or tok != str(int(tok)):
+            if not (tok.isascii() and tok.isdecimal()) or int(tok) not in self.choices or tok != str(int(tok)):
                 raise GenomeError(bad_token("bit width", tok, list(self.choices), where=text))
             bits.append(int(tok))
         return QuantPolicyGenome(tuple(bits))

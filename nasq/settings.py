@@ -1,0 +1,542 @@
+"""Typed settings of a search: the common search options and one frozen dataclass per experiment.
+
+Every field has a default and a one-line comment (the comment is also its ``--help`` text), and
+``__post_init__`` validates ranges, types and names, raising a one-line :class:`ConfigError` that
+names the field and the fix. The same concept has the same name in every experiment: ``data_limit``
+(examples kept), ``bits`` (bit widths a genome may use), ``cpus_per_trial`` (CPUs Ray reserves for a
+trial, also its torch threads), ``target_size_mb``/``gamma`` (JASQ Eq. 1).
+
+A search resolves once into one :class:`SearchSettings` (its ``options`` are the typed experiment
+settings, its ``exp`` the registered :class:`nasq.experiments.Experiment`), which the runner, the
+report and the experiment's hooks receive. Its JSON form (the ``settings`` of ``RUN_DIR/nasq-run.json``)
+is also a valid ``--config`` file, see :func:`load_config`. This module imports no Ray.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping
+
+from nasq.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from nasq.experiments import Experiment
+
+CONSTRAINT_MODES = ("hard", "penalty", "after")
+NB201_DATASETS = ("cifar10", "cifar100", "imagenet16")
+DATA_SETS = "digits | cifar10 | npz:PATH"
+MIN_DATA_LIMIT = 10  # nasq.data needs a few examples per class to split
+
+
+# -- field checks (one-line messages naming the field, its flag and the fix) ---------------------------
+def flag(name: str) -> str:
+    """The CLI flag of a settings field (``data_limit`` -> ``--data-limit``)."""
+    return "--" + name.replace("_", "-")
+
+
+def _fail(name: str, value: Any, need: str) -> ConfigError:
+    return ConfigError(f"{name} ({flag(name)}) must be {need}, got {value!r}")
+
+
+def _int(name: str, value: Any, low: int | None = None, optional: bool = False) -> int | None:
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _fail(name, value, "an integer" + (f" >= {low}" if low is not None else ""))
+    if low is not None and value < low:
+        raise _fail(name, value, f"an integer >= {low}")
+    return int(value)
+
+
+def _num(name: str, value: Any, low: float | None = None, strict: bool = True, optional: bool = False,
+         need: str = "") -> float | None:
+    if value is None and optional:
+        return None
+    bound = "" if low is None else (f" > {low:g}" if strict else f" >= {low:g}")
+    need = need or f"a finite number{bound}"
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise _fail(name, value, need)
+    if low is not None and (value <= low if strict else value < low):
+        raise _fail(name, value, need)
+    return float(value)
+
+
+def _str(name: str, value: Any, optional: bool = False, choices: tuple[str, ...] = ()) -> str | None:
+    if value is None and optional:
+        return None
+    if not isinstance(value, str) or not value:
+        raise _fail(name, value, "a non-empty string")
+    if choices and value not in choices:
+        raise _fail(name, value, "one of " + " | ".join(choices))
+    return value
+
+
+def _ints(name: str, value: Any, low: int = 1) -> tuple[int, ...]:
+    if isinstance(value, str):
+        value = [t.strip() for t in value.split(",") if t.strip()]
+        if not all(t.isascii() and t.isdecimal() for t in value):
+            raise _fail(name, ",".join(value), "comma-separated integers like 4,8,16")
+        value = [int(t) for t in value]
+    if not isinstance(value, (list, tuple)) or not value:
+        raise _fail(name, value, "a non-empty list of integers like 4,8,16")
+    out = tuple(_int(name, v, low) for v in value)
+    if len(set(out)) != len(out):
+        raise _fail(name, value, "a list of distinct integers")
+    return out
+
+
+def _path(value: str | None) -> str | None:
+    """An absolute path (trials run in their own folders, so relative paths must be resolved first)."""
+    return None if value is None else os.path.abspath(os.path.expanduser(value))
+
+
+def _dataset(name: str, spec: Any) -> str:
+    spec = _str(name, spec)
+    if spec in ("digits", "cifar10"):
+        return spec
+    if spec.startswith("npz:") and len(spec) > 4:
+        return "npz:" + _path(spec[4:])
+    raise ConfigError(f"unknown data set {spec!r} ({flag(name)}); use one of {DATA_SETS}")
+
+
+def _set(obj: Any, name: str, value: Any) -> None:
+    object.__setattr__(obj, name, value)
+
+
+@functools.lru_cache(maxsize=None)
+def field_help(cls: type) -> dict[str, str]:
+    """Field name -> its one-line comment in the class source (the ``--help`` text)."""
+    try:
+        source = inspect.getsource(cls)
+    except (OSError, TypeError):  # no source (frozen app): no help texts
+        return {}
+    pattern = re.compile(r"^\s+(\w+): .*?  # (.*)$")
+    return {m.group(1): m.group(2).strip() for m in map(pattern.match, source.splitlines()) if m}
+
+
+# -- experiment settings -------------------------------------------------------------------------------
+class ExperimentSettings:
+    """Base of the typed experiment settings: conversion to and from the trial config dict."""
+
+    EXPERIMENT: ClassVar[str] = ""
+    # fields the runner fills in (not CLI flags)
+    DERIVED: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: object = "settings") -> "ExperimentSettings":
+        """Build from a mapping of field names (a config file or a run file); unknown keys are refused."""
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{source}: the {cls.EXPERIMENT} settings must be a mapping of field names")
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(data) - set(names))
+        if unknown:
+            raise ConfigError(f"{source}: unknown {cls.EXPERIMENT} setting(s) {unknown}; known: {names}")
+        return cls(**{k: _plain(v) for k, v in data.items()})
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> "ExperimentSettings":
+        """Read the settings back from a trial's config dict (keys of other components are ignored)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: _plain(v) for k, v in cfg.items() if k in names})
+
+    def to_config(self) -> dict:
+        """The JSON-able dict form (the run file's ``experiment_config`` and every trial's config)."""
+        return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    def check(self) -> "ExperimentSettings":
+        """Checks that read files (data, tables, checkpoints), run once on the driver before Ray starts.
+
+        Returns:
+            The settings with derived fields filled in (e.g. a network's layer count).
+        """
+        return self
+
+
+def _plain(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _jsonable(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+@dataclass(frozen=True)
+class NB201Settings(ExperimentSettings):
+    """The NAS-Bench-201 table lookup experiment (``nasq search nb201``)."""
+
+    EXPERIMENT: ClassVar[str] = "nb201"
+
+    table: str | None = None  # NB201 accuracy CSV (None: ../shared/data/nb201/ next to the repository)
+    dataset: str = "cifar10"  # accuracy column: cifar10 | cifar100 | imagenet16
+    latency_table: str | None = None  # NB201 latency CSV (HELP benchmark)
+    latency_column: str | None = None  # device column of the latency table, e.g. lat_ms_raspi4
+    max_latency_ms: float | None = None  # latency limit in ms (None: no constraint)
+    constraint_mode: str = "hard"  # hard: over-limit cells never proposed (evolution core); penalty: fitness × (cost/limit)^γ; after: evaluated, then failed
+    penalty_gamma: float = -0.2  # exponent γ < 0 of the penalty mode (JASQ Eq. 1's shape)
+    sim_time: float = 0.0  # seconds a trial sleeps at most, scaled by the cell's cost (0: no sleep)
+    cpus_per_trial: float = 1.0  # CPUs Ray reserves for one trial
+
+    def __post_init__(self) -> None:
+        if self.table is not None:
+            _set(self, "table", _path(_str("table", self.table)))
+        _str("dataset", self.dataset, choices=NB201_DATASETS)
+        if self.latency_table is not None:
+            _set(self, "latency_table", _path(_str("latency_table", self.latency_table)))
+        _str("latency_column", self.latency_column, optional=True)
+        if (self.latency_table is None) != (self.latency_column is None):
+            raise ConfigError("a latency table needs both --latency-table and --latency-column; pass both")
+        _set(self, "max_latency_ms", _num("max_latency_ms", self.max_latency_ms, 0, optional=True))
+        if self.max_latency_ms is not None and self.latency_table is None:
+            raise ConfigError("--max-latency-ms needs --latency-table and --latency-column")
+        _str("constraint_mode", self.constraint_mode, choices=CONSTRAINT_MODES)
+        gamma = _num("penalty_gamma", self.penalty_gamma, need="a finite negative number, like -0.2")
+        if gamma >= 0:
+            raise _fail("penalty_gamma", gamma, "a finite negative number, like -0.2")
+        _set(self, "penalty_gamma", gamma)
+        _set(self, "sim_time", _num("sim_time", self.sim_time, 0, strict=False))
+        _set(self, "cpus_per_trial", _num("cpus_per_trial", self.cpus_per_trial, 0))
+
+    def check(self) -> "NB201Settings":
+        """Resolve the default table path and load the tables (row count, columns) before Ray."""
+        from nasq.nb201_table import default_table_path, load_table
+
+        settings = self
+        if self.table is None:
+            path = default_table_path()
+            if path is None:
+                raise DataError("no NB201 table found at ../shared/data/nb201/; pass --table PATH")
+            settings = dataclasses.replace(self, table=str(path))
+        load_table(settings.table, settings.dataset, settings.latency_table, settings.latency_column)
+        return settings
+
+
+def _check_data(dataset: str, data_root: str | None, data_limit: int | None) -> None:
+    if data_root is not None and dataset != "cifar10":
+        raise ConfigError(f"{flag('data_root')} is for cifar10 only; drop it for {dataset!r}")
+    if data_limit is not None and data_limit < MIN_DATA_LIMIT:
+        raise _fail("data_limit", data_limit, f"None or an integer >= {MIN_DATA_LIMIT} (a few examples "
+                    "per class to split)")
+
+
+def _check_eq1(target_size_mb: float | None, gamma: float) -> None:
+    if target_size_mb is not None:
+        _num("target_size_mb", target_size_mb, 0, need="a positive size in MB")
+    g = _num("gamma", gamma, need="a finite negative number (JASQ uses about -0.2)")
+    if g >= 0:
+        raise _fail("gamma", gamma, "a finite negative number (JASQ uses about -0.2)")
+
+
+@dataclass(frozen=True)
+class JasqSettings(ExperimentSettings):
+    """Joint architecture and quantization search with a weight-shared population (JASQ §3, App. 4)."""
+
+    EXPERIMENT: ClassVar[str] = "jasq"
+    DERIVED: ClassVar[tuple[str, ...]] = ("param_store",)
+
+    dataset: str = "digits"  # digits | cifar10 | npz:PATH
+    data_root: str | None = None  # torchvision CIFAR-10 folder (cifar10 only)
+    data_seed: int = 0  # seed of the train/val/test split
+    data_limit: int | None = None  # use at most this many examples (None: all)
+    combinations: int = 5  # B, combinations per cell
+    cells: int = 1  # N, normal cells per stage (3N+2 cells)
+    channels: int = 8  # F, channels of the first stage
+    bits: tuple[int, ...] = (4, 8, 16)  # bit widths a cell may use
+    train_steps: int = 50  # SGD steps per trial on the shared weights
+    batch_size: int = 64  # minibatch size
+    lr: float = 0.05  # SGD learning rate
+    bucket_size: int = 256  # values per quantization bucket (JASQ §3.4)
+    bit_rule: dict | None = None  # bits of stem, classifier and batchnorm (None: 16 each)
+    target_size_mb: float | None = None  # target size TS of Eq. 1 in MB (None: fitness = accuracy)
+    gamma: float = -0.2  # Eq. 1 exponent over the target size (< 0)
+    train_seed: int = 0  # supernet initialisation and minibatch order
+    cpus_per_trial: float = 1.0  # CPUs Ray reserves for one trial (also its torch threads)
+    param_store: str | None = None  # name of the run's parameter-store actor (set by the runner)
+
+    def __post_init__(self) -> None:
+        _set(self, "dataset", _dataset("dataset", self.dataset))
+        if self.data_root is not None:
+            _set(self, "data_root", _path(_str("data_root", self.data_root)))
+        _int("data_seed", self.data_seed, 0)
+        _int("data_limit", self.data_limit, 1, optional=True)
+        _check_data(self.dataset, self.data_root, self.data_limit)
+        for name in ("combinations", "cells", "channels", "train_steps", "batch_size", "bucket_size"):
+            _int(name, getattr(self, name), 1)
+        _set(self, "bits", _ints("bits", self.bits))
+        _set(self, "lr", _num("lr", self.lr, 0))
+        if self.bit_rule is not None and not isinstance(self.bit_rule, Mapping):
+            raise _fail("bit_rule", self.bit_rule, "a mapping like {stem: 16, classifier: 16, batchnorm: 16}")
+        _check_eq1(self.target_size_mb, self.gamma)
+        _set(self, "gamma", float(self.gamma))
+        if self.target_size_mb is not None:
+            _set(self, "target_size_mb", float(self.target_size_mb))
+        _int("train_seed", self.train_seed, 0)
+        _set(self, "cpus_per_trial", _num("cpus_per_trial", self.cpus_per_trial, 0))
+        _str("param_store", self.param_store, optional=True)
+
+    @property
+    def threads(self) -> int:
+        """Torch threads of a trial: its CPUs, at least one."""
+        return max(1, int(self.cpus_per_trial))
+
+    def check(self) -> "JasqSettings":
+        """Load the data set once (missing or corrupt files fail here, before Ray)."""
+        from nasq.data import load_dataset
+
+        load_dataset(self.dataset, data_root=self.data_root, seed=self.data_seed, limit=self.data_limit)
+        return self
+
+
+@dataclass(frozen=True)
+class QuantPolicySettings(ExperimentSettings):
+    """Per-layer bit policy of a trained torchvision network (JASQ §4.1)."""
+
+    EXPERIMENT: ClassVar[str] = "quant-policy"
+    DERIVED: ClassVar[tuple[str, ...]] = ("num_layers", "weights_file")
+
+    model: str = "resnet18"  # torchvision network, e.g. resnet18 | mobilenet_v2 | squeezenet1_1
+    checkpoint: str | None = None  # trained float state dict (torch.save of state_dict())
+    weights: str | None = None  # torchvision pretrained weights, e.g. DEFAULT (online)
+    train_epochs: float | None = None  # train (or fine-tune) this many epochs on the training split first
+    lr: float = 0.05  # training learning rate
+    batch_size: int = 128  # training batch size
+    dataset: str = "digits"  # digits | cifar10 | npz:PATH
+    data_root: str | None = None  # torchvision CIFAR-10 folder (cifar10 only)
+    data_seed: int = 0  # seed of the train/val/test split (and of training)
+    data_limit: int | None = None  # use at most this many examples (None: all)
+    bits: tuple[int, ...] = (4, 8, 16)  # bit widths a layer may use
+    bucket_size: int = 256  # values per quantization bucket
+    target_size_mb: float | None = None  # target size TS of Eq. 1 in MB (None: fitness = accuracy)
+    gamma: float = -0.2  # Eq. 1 exponent over the target size (< 0)
+    cpus_per_trial: float = 1.0  # CPUs Ray reserves for one trial (also its torch threads)
+    report_top: int = 3  # found policies listed in the report
+    num_layers: int | None = None  # quantizable layers of the model (filled in before the search)
+    weights_file: str | None = None  # float weights the trials read (set by the experiment's prepare)
+
+    def __post_init__(self) -> None:
+        _str("model", self.model)
+        for name in ("checkpoint", "weights_file"):
+            if getattr(self, name) is not None:
+                _set(self, name, _path(_str(name, getattr(self, name))))
+        _str("weights", self.weights, optional=True)
+        if self.train_epochs is not None:
+            _set(self, "train_epochs", _num("train_epochs", self.train_epochs, 0))
+        if self.checkpoint and (self.weights or self.train_epochs):
+            raise ConfigError("--checkpoint excludes --weights and --train-epochs; drop one")
+        if not (self.checkpoint or self.weights or self.train_epochs or self.weights_file):
+            raise ConfigError("no float weights: pass --checkpoint PATH, --weights DEFAULT or "
+                              "--train-epochs E")
+        _set(self, "lr", _num("lr", self.lr, 0))
+        _int("batch_size", self.batch_size, 1)
+        _set(self, "dataset", _dataset("dataset", self.dataset))
+        if self.data_root is not None:
+            _set(self, "data_root", _path(_str("data_root", self.data_root)))
+        _int("data_seed", self.data_seed, 0)
+        _int("data_limit", self.data_limit, 1, optional=True)
+        _check_data(self.dataset, self.data_root, self.data_limit)
+        _set(self, "bits", _ints("bits", self.bits))
+        _int("bucket_size", self.bucket_size, 1)
+        _check_eq1(self.target_size_mb, self.gamma)
+        _set(self, "gamma", float(self.gamma))
+        if self.target_size_mb is not None:
+            _set(self, "target_size_mb", float(self.target_size_mb))
+        _set(self, "cpus_per_trial", _num("cpus_per_trial", self.cpus_per_trial, 0))
+        _int("report_top", self.report_top, 1)
+        _int("num_layers", self.num_layers, 1, optional=True)
+
+    @property
+    def threads(self) -> int:
+        """Torch threads of a trial: its CPUs, at least one."""
+        return max(1, int(self.cpus_per_trial))
+
+    def check(self) -> "QuantPolicySettings":
+        """Check the model, the data set and the checkpoint before Ray; fill in ``num_layers``."""
+        from nasq.data import load_dataset
+        from nasq.models.torchvision_nets import (
+            build_torchvision,
+            check_model,
+            load_state_dict,
+            quantizable_layers,
+        )
+
+        check_model(self.model)
+        splits = load_dataset(self.dataset, data_root=self.data_root, seed=self.data_seed,
+                              limit=self.data_limit)
+        net = build_torchvision(self.model, splits.num_classes, splits.input_shape)
+        if self.checkpoint:
+            load_state_dict(net, self.checkpoint)
+        return dataclasses.replace(self, num_layers=len(quantizable_layers(net)))
+
+
+EXPERIMENT_SETTINGS: dict[str, type[ExperimentSettings]] = {
+    cls.EXPERIMENT: cls for cls in (NB201Settings, JasqSettings, QuantPolicySettings)}
+
+
+def settings_class(experiment: str) -> type[ExperimentSettings] | None:
+    """The typed settings class of an experiment (None for experiments without one); imports no Ray."""
+    if experiment in EXPERIMENT_SETTINGS:
+        return EXPERIMENT_SETTINGS[experiment]
+    import sys
+
+    registry = sys.modules.get("nasq.experiments")
+    exp = registry.registered(experiment) if registry is not None else None
+    return getattr(exp, "settings_class", None)
+
+
+# -- the search ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SearchSettings:
+    """Resolved settings of one search; written to ``RUN_DIR/nasq-run.json`` (itself a valid ``--config``).
+
+    ``experiment_config`` may be given as the experiment's settings dataclass or as a dict; it is
+    stored as the validated dict every trial receives (plus ``genome``).
+    """
+
+    experiment: str  # registered experiment name ("nb201", "jasq", "quant-policy", ...)
+    experiment_config: Any = field(default_factory=dict)  # the experiment's settings (dataclass or dict)
+    searcher: str = "tournament"  # tournament | aging | random
+    population_size: int = 16  # P, the population size
+    sample_size: int = 16  # S, the tournament sample size
+    children_per_parent: int = 1  # aging only: 1, or 2 for SpaceEvo's two children
+    samples: int = 64  # number of trials (evaluated genomes)
+    concurrency: int = 2  # trials running at once (ConcurrencyLimiter)
+    seed: int | None = 0  # searcher seed
+    storage: str = "runs"  # parent folder of run directories
+    name: str | None = None  # run directory name (default: experiment-searcher-time)
+    address: str | None = None  # Ray cluster to join (None: start a local Ray)
+    points_to_evaluate: tuple[str, ...] = ()  # genomes evaluated first
+
+    def __post_init__(self) -> None:
+        _str("experiment", self.experiment)
+        cfg = self.experiment_config
+        cls = settings_class(self.experiment)
+        if isinstance(cfg, ExperimentSettings):
+            if type(cfg).EXPERIMENT != self.experiment:
+                raise ConfigError(f"experiment {self.experiment!r} got {type(cfg).__name__}; pass "
+                                  f"{cls.__name__ if cls else 'a dict'}")
+            cfg = cfg.to_config()
+        elif cls is not None:
+            cfg = cls.from_dict(cfg, "experiment_config").to_config()
+        elif not isinstance(cfg, Mapping):
+            raise _fail("experiment_config", cfg, "a mapping")
+        _set(self, "experiment_config", dict(cfg))
+        _str("searcher", self.searcher)
+        for name in ("population_size", "sample_size", "children_per_parent", "samples", "concurrency"):
+            _int(name, getattr(self, name), 1)
+        _int("seed", self.seed, 0, optional=True)
+        _str("storage", self.storage)
+        if self.name is not None:
+            _str("name", self.name)
+            if self.name in (".", "..") or "/" in self.name or os.sep in self.name:
+                raise _fail("name", self.name, "a folder name (no '/'; the parent folder is --storage)")
+        _str("address", self.address, optional=True)
+        points = self.points_to_evaluate
+        if isinstance(points, str) or not isinstance(points, (list, tuple)) or \
+                not all(isinstance(p, str) for p in points):
+            raise _fail("points_to_evaluate", points, "a list of genome strings")
+        _set(self, "points_to_evaluate", tuple(points))
+
+    def __getstate__(self) -> dict:
+        """Pickle the fields only (not the cached experiment, whose factories may not pickle)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+
+    @functools.cached_property
+    def options(self) -> ExperimentSettings | dict:
+        """The typed experiment settings (the plain dict for experiments without a settings class)."""
+        cls = settings_class(self.experiment)
+        return cls.from_dict(self.experiment_config) if cls else dict(self.experiment_config)
+
+    @functools.cached_property
+    def exp(self) -> "Experiment":
+        """The registered experiment (looked up once)."""
+        from nasq import experiments
+
+        return experiments.get(self.experiment)
+
+    def replace(self, **changes: Any) -> "SearchSettings":
+        """A copy with ``changes``; ``experiment_config`` entries may be given as keyword ``options``."""
+        options = changes.pop("options", None)
+        if options:
+            changes["experiment_config"] = {**self.experiment_config, **_jsonable_map(options)}
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        """The JSON-able form (the run file's ``settings``)."""
+        out = dataclasses.asdict(self)
+        out["points_to_evaluate"] = list(self.points_to_evaluate)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: object = "settings") -> "SearchSettings":
+        """Build from a mapping of field names (a config file or a run file); unknown keys are refused."""
+        if not isinstance(data, Mapping) or "experiment" not in data:
+            raise ConfigError(f"{source}: settings need an 'experiment' entry (a mapping of setting names)")
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(data) - set(names))
+        if unknown:
+            raise ConfigError(f"{source}: unknown search setting(s) {unknown}; known: {names}")
+        return cls(**{k: _plain(v) if k == "points_to_evaluate" else v for k, v in data.items()})
+
+
+def _jsonable_map(options: Mapping[str, Any]) -> dict:
+    return {k: _jsonable(v) for k, v in options.items()}
+
+
+SEARCH_FIELDS = tuple(f.name for f in dataclasses.fields(SearchSettings) if f.name not in
+                      ("experiment", "experiment_config"))
+
+
+def load_config(path: str | Path) -> dict:
+    """Read a ``--config`` file: YAML (``yaml.safe_load``; JSON is YAML too) holding search settings.
+
+    The file is either a run file (``RUN_DIR/nasq-run.json``: its ``settings`` are used) or a mapping
+    of :class:`SearchSettings` field names, with the experiment's fields under ``experiment_config``.
+
+    Returns:
+        The settings mapping (not yet validated; :meth:`SearchSettings.from_dict` does that).
+    """
+    import yaml
+
+    path = Path(path).expanduser()
+    if path.is_dir():
+        path = path / "nasq-run.json"
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read --config {path} ({exc.strerror or exc}); check the path") from exc
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"--config {path} is not valid YAML ({type(exc).__name__}); fix the file") from exc
+    if isinstance(doc, Mapping) and "format" in doc:
+        if doc.get("format") != "nasq.run":
+            raise ConfigError(f"--config {path} is not a nasq run file or settings mapping")
+        doc = _reusable_run_settings(doc.get("settings"))
+    if not isinstance(doc, Mapping):
+        raise ConfigError(f"--config {path} must hold a mapping of settings (searcher: aging, ...)")
+    return dict(doc)
+
+
+def _reusable_run_settings(settings: Any) -> Any:
+    """A run's resolved settings as the ``--config`` of a new run: without the run's name (a new one is
+    made) and without the fields the runner derived for that run (its actor names, weight files)."""
+    if not isinstance(settings, Mapping):
+        return settings
+    doc = {k: v for k, v in settings.items() if k != "name"}
+    cls = EXPERIMENT_SETTINGS.get(doc.get("experiment"))
+    cfg = doc.get("experiment_config")
+    if cls is not None and isinstance(cfg, Mapping):
+        doc["experiment_config"] = {k: v for k, v in cfg.items() if k not in cls.DERIVED}
+    return doc
+
+
+__all__ = ["CONSTRAINT_MODES", "EXPERIMENT_SETTINGS", "ExperimentSettings", "JasqSettings", "NB201Settings",
+           "QuantPolicySettings", "SEARCH_FIELDS", "SearchSettings", "field_help", "flag", "load_config",
+           "settings_class"]
