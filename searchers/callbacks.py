@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Any
 from pathlib import Path
 
 from ray.tune import Callback
@@ -26,11 +27,11 @@ class CompletionLog(Callback):
         with open(Path(self.run_dir) / COMPLETIONS_FILE, "a") as f:
             f.write(line + "\n")
 
-    def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         """Record a finished trial."""
         self._append(trial, "TERMINATED")
 
-    def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         """Record an errored trial."""
         self._append(trial, "ERROR")
 

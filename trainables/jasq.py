@@ -19,6 +19,7 @@ import os
 import time
 import zlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from ray import tune
@@ -39,6 +40,9 @@ from nasq.param_store import (
 )
 from nasq.settings import JasqSettings, SearchSettings
 from nasq.spaces.jasq import JasqSpace
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 logger = logging.getLogger(__name__)
 
@@ -200,7 +204,7 @@ def make_callbacks(cfg: dict, run_dir: Path) -> list:
     return [StoreCheckpoint(name, str(Path(run_dir) / STORE_FILE))]
 
 
-def finish(settings: SearchSettings, run_dir: Path, trials) -> None:
+def finish(settings: SearchSettings, run_dir: Path, trials: "pd.DataFrame") -> None:
     """Write the Pareto front and best genomes of a finished (or resumed) run (JASQ §4)."""
     write_front_outputs(run_dir, trials, title="JASQ: validation accuracy vs Huffman size")
 

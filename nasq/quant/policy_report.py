@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 from torch import nn
 
 from nasq.data import Splits
 from nasq.models.torchvision_nets import bits_for_layers, quantizable_layers
 from nasq.quant.policy import accuracy, quantized_copy
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 COLUMNS = (
     "method",
@@ -70,7 +73,7 @@ def baseline_rows(
     return rows
 
 
-def found_rows(trials, net: nn.Module, splits: Splits, bucket_size: int = 256, top: int = 3) -> list[dict]:
+def found_rows(trials: "pd.DataFrame", net: nn.Module, splits: Splits, bucket_size: int = 256, top: int = 3) -> list[dict]:
     """Rows of the ``top`` distinct policies of a search's finished trials by fitness (``objective``)."""
     best = trials.sort_values("objective", ascending=False).drop_duplicates("genome").head(top)
     return [policy_row(f"found #{i + 1}", net, [int(b) for b in g.split("-")], splits, bucket_size)
