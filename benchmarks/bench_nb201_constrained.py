@@ -117,8 +117,79 @@ def cases(dataset: str) -> list[tuple[str, str, float]]:
 TARGET = 0.3  # pt, issue 7
 
 
+NB201_OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
+
+
+def neighbours(cell: str) -> list[str]:
+    """The 24 cells one edge-op mutation away (six edges x four other ops), as NB201Space.mutate."""
+    parts = cell.split("|")
+    slots = [i for i, p in enumerate(parts) if "~" in p]
+    out = []
+    for i in slots:
+        op, node = parts[i].split("~")
+        for other in NB201_OPS:
+            if other != op:
+                out.append("|".join(parts[:i] + [f"{other}~{node}"] + parts[i + 1:]))
+    return out
+
+
+def landscape(acc: dict[str, float], lat: dict[str, float], limit: float) -> tuple[float, int]:
+    """Gap from the feasible optimum to its best feasible neighbour, and the number of feasible local
+    optima (no better feasible neighbour) in the feasible top 1 %: how isolated the target is."""
+    feas = {g: a for g, a in acc.items() if lat[g] <= limit}
+    top = max(feas, key=feas.__getitem__)
+    near = [feas[n] for n in neighbours(top) if n in feas]
+    threshold = float(np.percentile(list(feas.values()), 99))
+    peaks = sum(a >= threshold and all(feas.get(n, -1.0) <= a for n in neighbours(g))
+                for g, a in feas.items())
+    return (feas[top] - max(near) if near else float("inf")), int(peaks)
+
+
 def _ints(text: str) -> list[int]:
     return [int(v) for v in text.split(",") if v.strip()]
+
+
+def grid_cases(dataset: str, n_eval: int) -> tuple[dict, list[list]]:
+    """Per case: (accuracy, latency, feasible optimum, config) and the row describing its landscape."""
+    tables, info = {}, []
+    for dataset_, column, limit in cases(dataset):
+        t = load_table(str(NB201_TABLE), dataset_, str(LATENCY_TABLE), column)
+        feasible = np.array([a for g, a in t.accuracy.items() if t.latency[g] <= limit])
+        opt = float(feasible.max())
+        near = int((feasible >= opt - TARGET).sum())
+        hit = 1 - (1 - near / len(feasible)) ** n_eval
+        cfg = experiment_config(dataset_, column, limit, "hard")
+        tables[(column, limit)] = (t.accuracy, t.latency, opt, cfg)
+        drop, peaks = landscape(t.accuracy, t.latency, limit)
+        info.append([column.removeprefix("lat_ms_"), f"{limit:g}", len(feasible), f"{opt:.2f}", near,
+                     f"{100 * hit:.0f}", f"{drop:.2f}", peaks])
+    return tables, info
+
+
+def grid_variant(kind: str, settings: dict, tables: dict, free: tuple, seeds: range, n_eval: int,
+                 raw: list) -> tuple[list[tuple[float, float]], list[float]]:
+    """(median, p90) gap per case with the limit in the core, and the gaps without a limit, per seed."""
+    method = "random" if kind == "random" else "hard"
+    per_case = []
+    for (column, limit), (acc, lat, opt, cfg) in tables.items():
+        gaps = []
+        for seed in seeds:
+            best, _ = score(run_core(build(method, cfg, seed, kind, settings), acc, lat, n_eval), limit)
+            gaps.append(opt - best)
+            raw.append(["hard", kind, settings["population_size"], settings["sample_size"], column, limit,
+                        seed, f"{opt - best:.2f}"])
+        per_case.append((median(gaps), percentile(gaps, 90)))
+    acc0, free_opt, free_cfg = free
+    kwargs = {} if kind == "random" else settings
+    no_limit = []
+    for seed in seeds:
+        searcher = make_searcher(kind, "nb201", metric=METRIC, mode="max", seed=seed, extra_config=free_cfg,
+                                 **kwargs)
+        best, _ = score(run_core(searcher, acc0, dict.fromkeys(acc0, 0.0), n_eval), float("inf"))
+        no_limit.append(free_opt - best)
+        raw.append(["none", kind, settings["population_size"], settings["sample_size"], "-", "inf", seed,
+                    f"{free_opt - best:.2f}"])
+    return per_case, no_limit
 
 
 def run_grid(args: argparse.Namespace) -> None:
@@ -126,74 +197,58 @@ def run_grid(args: argparse.Namespace) -> None:
     seeds, n_eval = range(args.seeds), args.evaluations
     variants = [(k, p, s) for k in args.strategies.split(",") for p in _ints(args.population)
                 for s in _ints(args.sample_size) if s <= p] + [("random", 0, 0)]
-    tables, case_info = {}, []
-    for dataset, column, limit in cases(args.dataset):
-        t = load_table(str(NB201_TABLE), dataset, str(LATENCY_TABLE), column)
-        feasible = np.array([a for g, a in t.accuracy.items() if t.latency[g] <= limit])
-        opt = float(feasible.max())
-        near = int((feasible >= opt - TARGET).sum())
-        hit = 1 - (1 - near / len(feasible)) ** n_eval
-        tables[(column, limit)] = (t.accuracy, t.latency, opt, experiment_config(dataset, column, limit, "hard"))
-        case_info.append([column.removeprefix("lat_ms_"), f"{limit:g}", len(feasible), f"{opt:.2f}", near,
-                          f"{100 * hit:.0f}"])
-    acc0 = tables[(ISSUE_CASE[1], ISSUE_CASE[2])][0]
+    tables, case_info = grid_cases(args.dataset, n_eval)
+    acc0 = next(iter(tables.values()))[0]
     free_opt = max(acc0.values())
-    free_cfg = {"table": str(NB201_TABLE), "dataset": args.dataset}
-    free_near = int(sum(a >= free_opt - TARGET for a in acc0.values()))
+    free = (acc0, free_opt, {"table": str(NB201_TABLE), "dataset": args.dataset})
     rows, raw, per_case = [], [], {}
     for kind, p, s in variants:
         t0 = time.perf_counter()
-        method = "random" if kind == "random" else "hard"
-        settings = {"population_size": p, "sample_size": s}
-        medians, p90s = [], []
-        for (column, limit), (acc, lat, opt, cfg) in tables.items():
-            gaps = []
-            for seed in seeds:
-                best, _ = score(run_core(build(method, cfg, seed, kind, settings), acc, lat, n_eval), limit)
-                gaps.append(opt - best)
-                raw.append(["hard", kind, p, s, column, limit, seed, f"{opt - best:.2f}"])
-            medians.append(median(gaps))
-            p90s.append(percentile(gaps, 90))
-            per_case[(kind, p, s, column, limit)] = (median(gaps), percentile(gaps, 90))
-        free = []
-        for seed in seeds:
-            searcher = (make_searcher("random", "nb201", metric=METRIC, mode="max", seed=seed, extra_config=free_cfg)
-                        if kind == "random" else make_searcher(kind, "nb201", metric=METRIC, mode="max", seed=seed,
-                                                               extra_config=free_cfg, **settings))
-            best, _ = score(run_core(searcher, acc0, {g: 0.0 for g in acc0}, n_eval), float("inf"))
-            free.append(free_opt - best)
-            raw.append(["none", kind, p, s, "-", "inf", seed, f"{free_opt - best:.2f}"])
-        rows.append([kind, p or "-", s or "-", f"{median(medians):.2f}", f"{median(p90s):.2f}",
+        cells, no_limit = grid_variant(kind, {"population_size": p, "sample_size": s}, tables, free, seeds,
+                                       n_eval, raw)
+        per_case[(kind, p, s)] = cells
+        medians = [m for m, _ in cells]
+        rows.append([kind, p or "-", s or "-", f"{median(medians):.2f}",
+                     f"{median([q for _, q in cells]):.2f}",
                      f"{max(medians):.2f}", f"{sum(m <= TARGET for m in medians)}/{len(medians)}",
-                     f"{median(free):.2f}", f"{percentile(free, 90):.2f}",
+                     f"{median(no_limit):.2f}", f"{percentile(no_limit, 90):.2f}",
                      f"{(time.perf_counter() - t0) / (len(tables) + 1):.1f}"])
         print(" | ".join(str(v) for v in rows[-1]), flush=True)
-    best_row = min((r for r in rows if r[0] != "random"), key=lambda r: (float(r[3]), float(r[4])))
-    picks = [("aging", 20, 5), (best_row[0], best_row[1], best_row[2]), ("random", 0, 0)]
-    picks = [v for v in dict.fromkeys(picks) if (*v, *next(iter(tables))) in per_case]
-    case_rows = [info + [f"{per_case[(k, p, s, c, l)][0]:.2f} / {per_case[(k, p, s, c, l)][1]:.2f}"
-                         for k, p, s in picks]
-                 for info, (c, l) in zip(case_info, tables)]
+    best = min((r for r in rows if r[0] != "random"), key=lambda r: (float(r[3]), float(r[4])))
+    picks = [v for v in dict.fromkeys([("aging", 20, 5), tuple(best[:3]), ("random", 0, 0)]) if v in per_case]
+    case_rows = [info + [f"{per_case[v][i][0]:.2f} / {per_case[v][i][1]:.2f}" for v in picks]
+                 for i, info in enumerate(case_info)]
+    free_near = int(sum(a >= free_opt - TARGET for a in acc0.values()))
+    free_note = f"{free_opt:.2f} ({free_near} of {len(acc0)} cells within {TARGET} pt of it)"
+    write_grid(args, n_eval, len(tables), free_note, rows, picks, case_rows, raw)
+
+
+def write_grid(args: argparse.Namespace, n_eval: int, n_cases: int, free_note: str, rows: list, picks: list,
+               case_rows: list, raw: list) -> None:
+    """Print and write ``results/<name>.md`` (summary and per-case tables) and the per-run CSV."""
     notes = [machine_note() + f"; CPU {cpu_model()}",
              f"Core path only (searchers driven without Ray), {n_eval} sequential evaluations per run, seeds "
              f"0..{args.seeds - 1} for every variant; children_per_parent=1 (NB201 has one mutation kind).",
-             "gap = optimum - best test accuracy among the run's evaluations (pt). 'hard' columns: the limit in the "
-             f"evolution core over the {len(tables)} cases of nb201_constrained.md (initial population drawn inside "
-             "the limit); per case the median and p90 over seeds, then the median over cases (and the worst "
-             f"case's median; 'cases <= {TARGET}' counts per-case medians within the target).",
-             f"'no limit' columns: the same settings without a constraint, gap to the unconstrained {args.dataset} "
-             f"optimum {free_opt:.2f} ({free_near} of {len(acc0)} cells within {TARGET} pt of it).",
+             "gap = optimum - best test accuracy among the run's evaluations (pt). 'hard' columns: the limit "
+             f"in the evolution core over the {n_cases} cases of nb201_constrained.md (initial population "
+             "drawn inside the limit); per case the median and p90 over seeds, then the median over cases "
+             f"(and the worst case's median; 'cases <= {TARGET}' counts per-case medians within the target).",
+             "'no limit' columns: the same settings without a constraint, gap to the unconstrained "
+             f"{args.dataset} optimum {free_note}.",
              f"s/case: wall time per case ({args.seeds} seeds) on the loaded machine, for orientation only."]
-    headers = ["strategy", "P", "S", "hard: median gap", "hard: median p90", "hard: worst case", f"cases <= {TARGET}",
-               "no limit: median gap", "no limit: p90", "s/case"]
+    headers = ["strategy", "P", "S", "hard: median gap", "hard: median p90", "hard: worst case",
+               f"cases <= {TARGET}", "no limit: median gap", "no limit: p90", "s/case"]
+    case_headers = ["device", "limit ms", "feasible cells", "optimum", "near", "random hit %", "nbr drop",
+                    "peaks", *[f"{k} P={p} S={s}" if k != "random" else "random" for k, p, s in picks]]
     text = "\n".join([
         f"# NB201 {args.dataset}: population / sample size grid (latency-constrained, {n_eval} evaluations)",
         "", *[f"- {n}" for n in notes], "", format_table(headers, rows), "",
-        f"## Per case (median / p90 gap over seeds): default aging P=20 S=5, best of the grid, random in the limit",
-        "", f"'near' = feasible cells within {TARGET} pt of the feasible optimum; 'random hit %' = chance that "
-        f"{n_eval} uniform draws inside the limit find one (1 - (1 - near/feasible)^{n_eval}).", "",
-        format_table(["device", "limit ms", "feasible cells", "optimum", "near", "random hit %",
-                      *[f"{k} P={p} S={s}" if k != "random" else "random" for k, p, s in picks]], case_rows), ""])
+        "## Per case (median / p90 gap over seeds): default aging P=20 S=5, best of the grid, random in the "
+        "limit", "", f"'near' = feasible cells within {TARGET} pt of the feasible optimum; 'random hit %' = "
+        "chance that "
+        f"{n_eval} uniform draws inside the limit find one (1 - (1 - near/feasible)^{n_eval}); 'nbr drop' = "
+        "optimum - its best feasible one-mutation neighbour (pt); 'peaks' = feasible local optima (no better "
+        "feasible neighbour) in the feasible top 1 %.", "", format_table(case_headers, case_rows), ""])
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{args.name}.md").write_text(text)
     with open(RESULTS / f"{args.name}.csv", "w", newline="") as f:
@@ -209,7 +264,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--storage", default="/tmp/nasq-bench-constrained")
     parser.add_argument("--grid", action="store_true", help="population/sample-size grid (core path only)")
     parser.add_argument("--population", default="5,10,20", help="grid: population sizes P, comma-separated")
-    parser.add_argument("--sample-size", default="2,3,5", help="grid: sample sizes S (S <= P), comma-separated")
+    parser.add_argument("--sample-size", default="2,3,5", help="grid: sample sizes S (S <= P), comma list")
     parser.add_argument("--strategies", default="aging,tournament", help="grid: evolution strategies")
     parser.add_argument("--evaluations", type=int, default=EVALUATIONS, help="grid: evaluations per run")
     parser.add_argument("--name", default="nb201_constrained_grid", help="grid: results file name")

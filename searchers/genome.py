@@ -18,7 +18,7 @@ from typing import Any, Callable, Sequence
 
 from ray.tune.search import Searcher
 
-from nasq.errors import CheckpointError, ConfigError, bad_state
+from nasq.errors import CheckpointError, ConfigError, ConstraintError, bad_state
 from nasq.evolution import AgingEvolution, RandomSampling, Strategy, TournamentSelection
 from nasq.evolution.constraint import Constraint, Cost
 from nasq.searchers.domains import split_param_space
@@ -75,7 +75,11 @@ class GenomeSearcher(Searcher):
         """Return ``{"genome": ...}`` plus the constant config and the trial's sampled
         hyperparameters, or None while the population waits."""
         self._check_properties()
-        genome = self.strategy.propose(trial_id)
+        try:
+            genome = self.strategy.propose(trial_id)
+        except ConstraintError as exc:  # no feasible genome left to propose: end the search, not the driver
+            logger.error("search finished early: %s", exc)
+            return Searcher.FINISHED
         if genome is None:
             return None
         return {**self.extra_config, **self.strategy.hparams_of(trial_id), GENOME_KEY: genome}

@@ -74,6 +74,15 @@ def test_impossible_constraint_raises_and_never_proposes():
     assert strategy.pending == {}
 
 
+def test_searcher_with_no_feasible_genome_finishes_the_search_instead_of_raising_in_tune():
+    from ray.tune.search import Searcher
+
+    searcher = make_searcher("aging", "nb201", population_size=4, sample_size=2, metric="acc", mode="max",
+                             constraint=lambda g: 10.0, max_cost=1.0)
+    assert searcher.suggest("a") == Searcher.FINISHED
+    assert searcher.strategy.pending == {}
+
+
 def test_a_small_feasible_set_is_exhausted_then_repeated_not_violated():
     def heavy_edges(genome: str) -> float:  # feasible: only none/skip edges, 2**6 = 64 of 15,625 cells
         return float(sum(op not in ("none", "skip_connect") for op in SPACE.decode(genome).ops))
