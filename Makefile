@@ -9,8 +9,8 @@ PYTEST_ARGS ?=
 
 $(STAMP): setup.cfg pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check "torch==2.14.1" "torchvision==0.29.1"
-	$(PY) -m pip install -q --disable-pip-version-check -e ".[full]"
+	$(PY) -m pip install -q --no-compile --disable-pip-version-check "torch==2.14.1" "torchvision==0.29.1"
+	$(PY) -m pip install -q --no-compile --disable-pip-version-check -e ".[full]"
 	touch $(STAMP)
 
 install: $(STAMP)
