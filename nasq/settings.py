@@ -217,6 +217,16 @@ class NB201Settings(ExperimentSettings):
         return settings
 
 
+def _check_data_fields(settings: Any) -> None:
+    """Check and normalise the data fields an experiment shares (dataset, data_root, data_seed, data_limit)."""
+    _set(settings, "dataset", _dataset("dataset", settings.dataset))
+    if settings.data_root is not None:
+        _set(settings, "data_root", _path(_str("data_root", settings.data_root)))
+    _int("data_seed", settings.data_seed, 0)
+    _int("data_limit", settings.data_limit, 1, optional=True)
+    _check_data(settings.dataset, settings.data_root, settings.data_limit)
+
+
 def _check_data(dataset: str, data_root: str | None, data_limit: int | None) -> None:
     if data_root is not None and dataset != "cifar10":
         raise ConfigError(f"{flag('data_root')} is for cifar10 only; drop it for {dataset!r}")
@@ -260,12 +270,7 @@ class JasqSettings(ExperimentSettings):
     param_store: str | None = None  # name of the run's parameter-store actor (set by the runner)
 
     def __post_init__(self) -> None:
-        _set(self, "dataset", _dataset("dataset", self.dataset))
-        if self.data_root is not None:
-            _set(self, "data_root", _path(_str("data_root", self.data_root)))
-        _int("data_seed", self.data_seed, 0)
-        _int("data_limit", self.data_limit, 1, optional=True)
-        _check_data(self.dataset, self.data_root, self.data_limit)
+        _check_data_fields(self)
         for name in ("combinations", "cells", "channels", "train_steps", "batch_size", "bucket_size"):
             _int(name, getattr(self, name), 1)
         _set(self, "bits", _ints("bits", self.bits))
@@ -334,12 +339,7 @@ class QuantPolicySettings(ExperimentSettings):
                               "--train-epochs E")
         _set(self, "lr", _num("lr", self.lr, 0))
         _int("batch_size", self.batch_size, 1)
-        _set(self, "dataset", _dataset("dataset", self.dataset))
-        if self.data_root is not None:
-            _set(self, "data_root", _path(_str("data_root", self.data_root)))
-        _int("data_seed", self.data_seed, 0)
-        _int("data_limit", self.data_limit, 1, optional=True)
-        _check_data(self.dataset, self.data_root, self.data_limit)
+        _check_data_fields(self)
         _set(self, "bits", _ints("bits", self.bits))
         _int("bucket_size", self.bucket_size, 1)
         _check_eq1(self.target_size_mb, self.gamma)
