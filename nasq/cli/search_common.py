@@ -60,6 +60,19 @@ def add_experiment_arguments(parser: argparse.ArgumentParser, cls: type[Experime
                             help=f"{helps.get(f.name, '')} (default: {shown})", **extra)
 
 
+def add_search_target(sub: argparse._SubParsersAction, name: str, help_text: str,
+                      cls: type[ExperimentSettings], search_defaults: Mapping[str, int],
+                      aliases: Mapping[str, tuple[str, ...]] | None = None) -> argparse.ArgumentParser:
+    """Add one ``nasq search NAME`` target: ``--config``, the flags of ``cls`` and the shared search flags
+    with this target's defaults of P, S and samples (the same mapping ``resolve_settings`` takes)."""
+    parser = sub.add_parser(name, help=help_text)
+    add_config_argument(parser)
+    add_experiment_arguments(parser, cls, aliases=aliases)
+    add_search_arguments(parser, population=search_defaults["population_size"],
+                         sample=search_defaults["sample_size"], samples=search_defaults["samples"])
+    return parser
+
+
 def add_search_arguments(parser: argparse.ArgumentParser, population: int = 16, sample: int = 16,
                          samples: int = 64, only: tuple[str, ...] = ()) -> None:
     """Add the options every search target shares (searcher, P, S, samples, Ray, storage)."""

@@ -6,8 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from nasq.cli.search_common import add_config_argument, add_experiment_arguments, add_search_arguments, \
-    launch, resolve_settings
+from nasq.cli.search_common import add_search_target, launch, resolve_settings
 from nasq.settings import JasqSettings, SearchSettings
 
 SEARCH_DEFAULTS = {"population_size": 16, "sample_size": 4, "samples": 64}
@@ -15,10 +14,8 @@ SEARCH_DEFAULTS = {"population_size": 16, "sample_size": 4, "samples": 64}
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``jasq`` search target."""
-    parser = sub.add_parser("jasq", help="joint architecture and quantization search (JASQ)")
-    add_config_argument(parser)
-    add_experiment_arguments(parser, JasqSettings)
-    add_search_arguments(parser, population=16, sample=4, samples=64)
+    parser = add_search_target(sub, "jasq", "joint architecture and quantization search (JASQ)", JasqSettings,
+                               SEARCH_DEFAULTS)
     parser.set_defaults(func=_run)
 
 

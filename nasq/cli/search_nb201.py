@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from nasq.cli.search_common import add_config_argument, add_experiment_arguments, add_search_arguments, \
-    launch, resolve_settings
+from nasq.cli.search_common import add_search_target, launch, resolve_settings
 from nasq.settings import NB201Settings, SearchSettings
 
 SEARCH_DEFAULTS = {"population_size": 20, "sample_size": 5, "samples": 100}
@@ -13,10 +12,8 @@ SEARCH_DEFAULTS = {"population_size": 20, "sample_size": 5, "samples": 100}
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``nb201`` search target."""
-    parser = sub.add_parser("nb201", help="search the NAS-Bench-201 cell space on its published table")
-    add_config_argument(parser)
-    add_experiment_arguments(parser, NB201Settings)
-    add_search_arguments(parser, population=20, sample=5, samples=100)
+    parser = add_search_target(sub, "nb201", "search the NAS-Bench-201 cell space on its published table",
+                               NB201Settings, SEARCH_DEFAULTS)
     parser.set_defaults(func=_run)
 
 

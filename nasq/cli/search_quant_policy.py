@@ -12,8 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from nasq.cli.search_common import add_config_argument, add_experiment_arguments, add_search_arguments, \
-    launch, resolve_settings
+from nasq.cli.search_common import add_search_target, launch, resolve_settings
 from nasq.settings import QuantPolicySettings, SearchSettings
 
 SEARCH_DEFAULTS = {"population_size": 16, "sample_size": 4, "samples": 32}
@@ -22,10 +21,8 @@ REPORT_MD = "quant_policy_report.md"
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``quant-policy`` search target."""
-    p = sub.add_parser("quant-policy", help="search a per-layer bit policy for an existing network")
-    add_config_argument(p)
-    add_experiment_arguments(p, QuantPolicySettings, aliases={"bits": ("--bit-choices",)})
-    add_search_arguments(p, population=16, sample=4, samples=32)
+    p = add_search_target(sub, "quant-policy", "search a per-layer bit policy for an existing network",
+                          QuantPolicySettings, SEARCH_DEFAULTS, aliases={"bits": ("--bit-choices",)})
     p.set_defaults(func=_run)
 
 
