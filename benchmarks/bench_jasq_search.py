@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine_note, write_results  # noqa: E402
 
 from nasq import runner  # noqa: E402
-from nasq.jasq_report import finished_rows, write_jasq_outputs  # noqa: E402
+from nasq.jasq_report import finished_rows, write_front_outputs  # noqa: E402
 from nasq.param_store import store_actor_name  # noqa: E402
 from nasq.pareto import pareto_front  # noqa: E402
 
@@ -72,7 +72,7 @@ def run_one(args, searcher: str, seed: int, storage: Path) -> tuple[list[dict], 
     t0 = time.perf_counter()
     run_dir = runner.run_search(settings, verbose=0)
     seconds = time.perf_counter() - t0
-    write_jasq_outputs(run_dir)
+    write_front_outputs(run_dir, None, title="JASQ: validation accuracy vs Huffman size")
     return finished_rows(run_dir), seconds, run_dir
 
 

@@ -59,7 +59,3 @@ def write_front_outputs(run_dir: str | Path, frame: pd.DataFrame | None = None, 
     tmp.replace(run_dir / BEST_JSON)
     return front, best
 
-
-def write_jasq_outputs(run_dir: str | Path, top: int = 5) -> tuple[list[dict], list[dict]]:
-    """:func:`write_front_outputs` from the run's ``trials.csv`` (kept for the benchmarks)."""
-    return write_front_outputs(run_dir, None, top, title="JASQ: validation accuracy vs Huffman size")

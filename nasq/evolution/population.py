@@ -234,11 +234,6 @@ class Population:
         return self._inds[int(self.scores.argmin())]
 
 
-def best_of(sample: list[Individual]) -> Individual:
-    """Highest score in a sample; ties go to the earliest drawn (tournament winner)."""
-    return max(sample, key=lambda ind: ind.score)
-
-
 def worst_of(sample: list[Individual]) -> Individual:
     """Lowest score in a sample; ties go to the earliest drawn."""
     return min(sample, key=lambda ind: ind.score)
