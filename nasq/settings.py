@@ -180,6 +180,7 @@ class NB201Settings(ExperimentSettings):
     max_latency_ms: float | None = None  # latency limit in ms (None: no constraint)
     constraint_mode: str = "hard"  # hard: over-limit cells never proposed (evolution core); penalty: fitness × (cost/limit)^γ; after: evaluated, then failed
     penalty_gamma: float = -0.2  # exponent γ < 0 of the penalty mode (JASQ Eq. 1's shape)
+    constraint_draws: int = 10  # hard mode: feasible new cells drawn per proposal, the slowest proposed (1: the first)
     sim_time: float = 0.0  # seconds a trial sleeps at most, scaled by the cell's cost (0: no sleep)
     cpus_per_trial: float = 1.0  # CPUs Ray reserves for one trial
 
@@ -200,6 +201,7 @@ class NB201Settings(ExperimentSettings):
         if gamma >= 0:
             raise _fail("penalty_gamma", gamma, "a finite negative number, like -0.2")
         _set(self, "penalty_gamma", gamma)
+        _int("constraint_draws", self.constraint_draws, 1)
         _set(self, "sim_time", _num("sim_time", self.sim_time, 0, strict=False))
         _set(self, "cpus_per_trial", _num("cpus_per_trial", self.cpus_per_trial, 0))
 

@@ -82,7 +82,7 @@ class GenomeSearcher(Searcher):
             return Searcher.FINISHED
         if genome is None:
             return None
-        return {**self.extra_config, **self.strategy.hparams_of(trial_id), GENOME_KEY: genome}
+        return {**self.extra_config, **self.strategy.pending[trial_id].hparams, GENOME_KEY: genome}
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         """Feed the trial's score back; errors and missing or non-finite metrics count as failed."""

@@ -159,6 +159,27 @@ def test_state_with_constraint_round_trips_and_refuses_another_limit(tmp_path):
         make_searcher("aging", "nb201", max_cost=3, **kwargs).restore(str(path))
 
 
+def test_boundary_draws_propose_the_costliest_of_several_new_feasible_genomes():
+    """draws=k collects k new feasible candidates and proposes the costliest: the proposals sit nearer
+    the limit than plain rejection's, stay feasible and new, and the state records the setting."""
+    def proposals(draws: int) -> list[str]:
+        c = Constraint(convs, 3, draws=draws)
+        return run(AgingEvolution("nb201", seed=5, population_size=10, sample_size=3, constraint=c), 200)
+
+    plain, boundary = proposals(1), proposals(10)
+    for proposed in (plain, boundary):
+        assert max(convs(g) for g in proposed) <= 3 and len(set(proposed)) == len(proposed)
+    at_limit = [sum(convs(g) == 3 for g in p) for p in (plain, boundary)]
+    assert at_limit[1] > 1.5 * at_limit[0]  # 3 convolutions are ~1/4 of feasible cells; k=10 finds one nearly always
+    strategy = AgingEvolution("nb201", seed=5, population_size=10, sample_size=3,
+                              constraint=Constraint(convs, 3, draws=10))
+    assert strategy.state_dict()["params"]["constraint"]["draws"] == 10
+    assert pickle.loads(pickle.dumps(Constraint(convs, 3, draws=4))).draws == 4
+    for bad in (0, 2.5, True):
+        with pytest.raises(ConfigError, match="draws"):
+            Constraint(convs, 3, draws=bad)
+
+
 # -- the NB201 latency limit (HELP latency table) -------------------------------------------------
 @pytest.fixture(scope="module")
 def latency_cfg(shared_data):
@@ -171,7 +192,9 @@ def test_nb201_constraint_modes(latency_cfg):
     from nasq.trainables.nb201 import LatencyLimit, make_constraint, make_fitness
 
     hard = make_constraint(latency_cfg)
-    assert isinstance(hard, Constraint) and hard.mode == "hard" and hard.limit == 3.9
+    assert isinstance(hard, Constraint) and hard.mode == "hard" and hard.limit == 3.9 and hard.draws == 10
+    assert make_constraint({**latency_cfg, "constraint_draws": 1}).draws == 1
+    assert make_constraint({**latency_cfg, "constraint_mode": "penalty"}).draws == 1
     assert make_fitness(latency_cfg) is None  # the core enforces the limit: no failed individuals
     assert make_constraint({**latency_cfg, "constraint_mode": "penalty"}).mode == "penalty"
     after = {**latency_cfg, "constraint_mode": "after"}

@@ -134,7 +134,8 @@ def test_state_file_is_versioned_json_not_pickle(tmp_path):
     assert strategy["kind"] == "tournament" and strategy["space"] == "nb201"
     assert len(strategy["population"]) == 5
     assert {"genome", "score", "birth"} <= set(strategy["population"][0])
-    assert strategy["pending"] and strategy["rng"]["bit_generator"] == "PCG64"
+    assert strategy["pending"] and strategy["rng"]["bit_generator"]["bit_generator"] == "PCG64"
+    assert all(0.0 <= u < 1.0 for u in strategy["rng"]["buffered"])
     assert state["metric"] == "acc" and state["mode"] == "max" and state["extra_config"] == {"table": "x.csv"}
 
 

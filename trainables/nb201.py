@@ -142,7 +142,8 @@ def make_constraint(cfg: dict) -> Constraint | None:
     if limit is None or s.constraint_mode == "after":
         return None
     cost = LatencyCost(str(s.table), s.dataset, str(s.latency_table), str(s.latency_column))
-    return Constraint(cost, limit, mode=s.constraint_mode, gamma=s.penalty_gamma, name="latency_ms")
+    return Constraint(cost, limit, mode=s.constraint_mode, gamma=s.penalty_gamma, name="latency_ms",
+                      draws=s.constraint_draws if s.constraint_mode == "hard" else 1)
 
 
 def _space(cfg: dict) -> NB201Space:

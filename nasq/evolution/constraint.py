@@ -8,6 +8,15 @@ latency). In ``penalty`` mode every genome may be proposed and an over-limit sco
 in JASQ's Eq. 1 (Chen et al. 2018): ``F = score * (cost / limit) ** gamma`` with ``gamma < 0``.
 Constraints known only after evaluation stay with the trainable (a result without fitness is a
 failed individual).
+
+Boundary draws (hard mode, ``draws > 1``): each proposal draws ``draws`` feasible, never-proposed
+candidates the usual way (random for the initial population, children of the one parent after) and
+proposes the costliest, leaving the others unseen. Under a latency or size limit the most accurate
+models sit near the limit (bigger models are more accurate; the reason JASQ's Eq. 1 and
+latency-aware NAS reward using the budget), so this pushes the search to the boundary at the price
+of ``draws`` cost look-ups per proposal. It is a bias, not a guarantee: when cost and quality are
+unrelated it only narrows the search. Measured on latency-constrained NAS-Bench-201
+(``benchmarks/bench_nb201_constrained.py --draws``): see ``benchmarks/results/nb201_constrained*.md``.
 """
 
 from __future__ import annotations
@@ -35,6 +44,8 @@ class Constraint:
         mode: ``"hard"`` (never propose an infeasible genome) or ``"penalty"`` (JASQ Eq. 1).
         gamma: the penalty exponent (< 0) of ``penalty`` mode.
         name: what the cost is, for messages (e.g. ``"latency_ms"``).
+        draws: hard mode: feasible new candidates drawn per proposal, the costliest proposed
+            (boundary draws, module docstring); 1 proposes the first, as plain rejection does.
     """
 
     cost: Cost
@@ -42,6 +53,7 @@ class Constraint:
     mode: str = "hard"
     gamma: float = DEFAULT_GAMMA
     name: str = "cost"
+    draws: int = 1
     _memo: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -52,6 +64,8 @@ class Constraint:
             raise ConfigError(f"constraint limit must be a finite number, got {self.limit!r}; set max_cost")
         if self.mode not in MODES:
             raise ConfigError(f"constraint mode {self.mode!r} is not one of {list(MODES)}")
+        if isinstance(self.draws, bool) or not isinstance(self.draws, int) or self.draws < 1:
+            raise ConfigError(f"constraint draws must be an integer >= 1, got {self.draws!r}")
         if self.mode == "penalty" and (self.limit <= 0 or not self.gamma < 0):
             raise ConfigError(f"penalty mode needs limit > 0 and gamma < 0 (JASQ Eq. 1), got limit "
                               f"{self.limit} and gamma {self.gamma}")
@@ -91,12 +105,15 @@ class Constraint:
         out = {"limit": float(self.limit), "mode": self.mode, "name": self.name}
         if self.mode == "penalty":
             out["gamma"] = float(self.gamma)
+        if self.draws != 1:
+            out["draws"] = self.draws
         return out
 
     def __getstate__(self) -> dict:
-        return {k: getattr(self, k) for k in ("cost", "limit", "mode", "gamma", "name")}
+        return {k: getattr(self, k) for k in ("cost", "limit", "mode", "gamma", "name", "draws")}
 
     def __setstate__(self, state: dict) -> None:
+        object.__setattr__(self, "draws", 1)  # pickles made before boundary draws existed
         for k, v in state.items():
             object.__setattr__(self, k, v)
         object.__setattr__(self, "_memo", {})

@@ -18,6 +18,10 @@ _MIN_CAPACITY = 64
 _TIE_MULT = 2654435761  # Knuth's multiplicative hash: ties broken by a scrambled birth number
 
 
+def _birth(ind: "Individual") -> int:
+    return ind.birth
+
+
 def _rank_key(ind: "Individual") -> tuple:
     """Sort key of the ranking: best first; equal scores in a birth-scrambled (arbitrary) order.
     Births are unique, so the individual itself (last) is never compared."""
@@ -36,7 +40,7 @@ def _min_rank_cdf(n: int, k: int) -> list[float]:
     return cdf
 
 
-@dataclass
+@dataclass(slots=True)
 class Individual:
     """An evaluated genome: its string, its normalised score (higher is better), birth number and
     the hyperparameters sampled beside the genome (empty without Tune search domains)."""
@@ -64,30 +68,28 @@ class Individual:
 
 
 class Population:
-    """Individuals ordered by birth; scores and births mirrored in numpy arrays.
+    """Individuals ordered by birth.
 
     ``genomes`` maps each living genome string to how many living individuals carry it (a
-    multiset, O(1) membership). The score ranking that :meth:`tournament_winner` needs is built on
-    its first call and kept up to date from then on, so strategies that never ask for it never pay.
+    multiset, O(1) membership). Two derived structures are built on first use and kept up to date
+    from then on, so strategies that never ask for them never pay: the score ranking that
+    :meth:`tournament_winner` needs (aging evolution), and numpy mirrors of the scores and births
+    that the vectorised draws need (:meth:`tournament_extremes`, tournament selection).
     """
 
     def __init__(self, members: Iterable[Individual] = ()) -> None:
-        inds = sorted(members, key=lambda ind: ind.birth)
+        inds = sorted(members, key=_birth)
         births = [ind.birth for ind in inds]
         if len(set(births)) != len(births):
             raise ValueError("two individuals share a birth number")
         self._inds: list[Individual] = inds
-        self._alive: dict[int, Individual] = {ind.birth: ind for ind in inds}
-        cap = max(_MIN_CAPACITY, 2 * len(inds))
-        self._scores = np.empty(cap, dtype=float)
-        self._births = np.empty(cap, dtype=np.int64)
-        self._head, self._tail = 0, len(inds)
-        self._scores[:len(inds)] = [ind.score for ind in inds]
-        self._births[:len(inds)] = births
         self.genomes: dict[str, int] = {}
         for ind in inds:
             self.genomes[ind.genome] = self.genomes.get(ind.genome, 0) + 1
         self._ranked: list[tuple] | None = None
+        self._mirrored = False
+        self._scores = self._births = np.empty(0)
+        self._head = self._tail = 0
 
     def __len__(self) -> int:
         return len(self._inds)
@@ -100,30 +102,52 @@ class Population:
     @property
     def scores(self) -> np.ndarray:
         """Scores of the living individuals in birth order (a view: do not modify)."""
+        self._mirror()
         return self._scores[self._head:self._tail]
+
+    def _mirror(self) -> None:
+        """Build the numpy mirrors of scores and births (once; :meth:`add`/:meth:`remove` keep them)."""
+        if self._mirrored:
+            return
+        inds, cap = self._inds, max(_MIN_CAPACITY, 2 * len(self._inds))
+        self._scores = np.empty(cap, dtype=float)
+        self._births = np.empty(cap, dtype=np.int64)
+        self._scores[:len(inds)] = [ind.score for ind in inds]
+        self._births[:len(inds)] = [ind.birth for ind in inds]
+        self._head, self._tail, self._mirrored = 0, len(inds), True
+
+    def _position(self, ind: Individual) -> int:
+        """Index of ``ind`` in birth order, or -1 when it is not a living member."""
+        inds = self._inds
+        if self._mirrored:
+            i = int(self._births[self._head:self._tail].searchsorted(ind.birth))
+        else:
+            i = bisect.bisect_left(inds, ind.birth, key=_birth)
+        return i if i < len(inds) and inds[i] is ind else -1
 
     def is_alive(self, ind: Individual) -> bool:
         """True when ``ind`` itself (not only its genome) is a living member."""
-        return self._alive.get(ind.birth) is ind
+        inds = self._inds
+        return bool(inds) and (inds[0] is ind or self._position(ind) >= 0)
 
     def add(self, ind: Individual) -> None:
         """Append a newborn (births only increase, so order by birth is kept)."""
         inds = self._inds
         if inds and ind.birth <= inds[-1].birth:  # pragma: no cover - internal invariant
             raise AssertionError("births must increase")
-        tail = self._tail
-        if tail == self._scores.shape[0]:
-            self._compact()
+        if self._mirrored:
             tail = self._tail
-        self._scores[tail] = ind.score
-        self._births[tail] = ind.birth
-        self._tail = tail + 1
+            if tail == len(self._scores):
+                self._compact()
+                tail = self._tail
+            self._scores[tail] = ind.score
+            self._births[tail] = ind.birth
+            self._tail = tail + 1
         inds.append(ind)
-        self._alive[ind.birth] = ind
         genomes = self.genomes
         genomes[ind.genome] = genomes.get(ind.genome, 0) + 1
         if self._ranked is not None:
-            bisect.insort(self._ranked, _rank_key(ind))
+            bisect.insort(self._ranked, (-ind.score, (ind.birth * _TIE_MULT) & 0xFFFFFFFF, ind.birth, ind))
 
     def _compact(self) -> None:
         n = len(self._inds)
@@ -136,23 +160,25 @@ class Population:
         self._scores, self._births, self._head, self._tail = scores, births, 0, n
 
     def remove(self, ind: Individual) -> None:
-        """Remove one individual (found by its birth number, which is unique)."""
+        """Remove one living individual (found by its birth number, which is unique)."""
         inds = self._inds
         if inds and inds[0] is ind:
             i = 0
-            self._head += 1
+            if self._mirrored:
+                self._head += 1
         else:
-            i = int(self._births[self._head:self._tail].searchsorted(ind.birth))
-            if i >= len(inds) or inds[i] is not ind:  # pragma: no cover - internal invariant
+            i = self._position(ind)
+            if i < 0:  # pragma: no cover - internal invariant
                 raise AssertionError("individual not in population")
-            lo, tail = self._head + i, self._tail
-            self._scores[lo:tail - 1] = self._scores[lo + 1:tail]
-            self._births[lo:tail - 1] = self._births[lo + 1:tail]
-            self._tail = tail - 1
+            if self._mirrored:
+                lo, tail = self._head + i, self._tail
+                self._scores[lo:tail - 1] = self._scores[lo + 1:tail]
+                self._births[lo:tail - 1] = self._births[lo + 1:tail]
+                self._tail = tail - 1
         del inds[i]
-        del self._alive[ind.birth]
-        if self._ranked is not None:
-            del self._ranked[bisect.bisect_left(self._ranked, _rank_key(ind))]
+        ranked = self._ranked
+        if ranked is not None:
+            del ranked[bisect.bisect_left(ranked, (-ind.score, (ind.birth * _TIE_MULT) & 0xFFFFFFFF, ind.birth))]
         genomes = self.genomes
         left = genomes[ind.genome] - 1
         if left:
@@ -185,6 +211,7 @@ class Population:
         """:meth:`tournament` plus the sample's worst (ties: earliest drawn), in one draw: the parent
         and the individual that leaves in JASQ Algorithm 1 (Chen et al. 2018)."""
         idx = self.sample_index(size, rng)
+        self._mirror()
         head = self._head
         scores = self._scores[head:self._tail][idx]
         inds = self._inds
@@ -196,6 +223,7 @@ class Population:
         skipping ``exclude``; None when none is alive."""
         if not births or not self._inds:
             return None
+        self._mirror()
         view = self._births[self._head:self._tail]
         wanted = np.asarray(births, dtype=np.int64)
         idx = np.minimum(view.searchsorted(wanted), len(view) - 1)
@@ -241,6 +269,8 @@ def worst_of(sample: list[Individual]) -> Individual:
 
 def is_valid_score(value: object) -> bool:
     """True for a finite real number: failed, missing, NaN and inf results are not individuals."""
+    if type(value) is float:  # the common case, without the calls below
+        return -math.inf < value < math.inf
     if isinstance(value, bool):
         return False
     try:

@@ -15,13 +15,13 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-import numpy as np
 
 from nasq.errors import CheckpointError, ConfigError, ConstraintError, NasqError, bad_state, \
     check_state_header
 from nasq.evolution.constraint import Constraint, Cost, as_constraint
 from nasq.evolution.hyper import HPARAMS_KIND, HyperSpace
 from nasq.evolution.population import Individual, Population, is_valid_score
+from nasq.evolution.rng import BufferedGenerator
 from nasq.spaces import Space, get
 
 logger = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ Point = str | tuple[str, dict]
 Candidate = tuple[str, dict]  # (genome string, hyperparameters)
 
 
-@dataclass
+@dataclass(slots=True)
 class Proposal:
     """A genome (and its hyperparameters) handed out for evaluation, and why
     (``init``, ``random`` or ``child``)."""
@@ -117,7 +117,7 @@ class Strategy(abc.ABC):
         self.max_retries = int(max_retries)
         self.max_redraws = int(max_redraws)
         self.constraint = as_constraint(constraint, max_cost, constraint_mode)
-        self.rng = np.random.default_rng(seed)
+        self.rng = BufferedGenerator(seed)
         self.hyper = HyperSpace()
         self._kinds = tuple(self.space.mutation_kinds)
         self._hyper_ready = False
@@ -270,33 +270,39 @@ class Strategy(abc.ABC):
         does not cost a re-evaluation. When nothing new is found a feasible duplicate is
         re-proposed (a dead one rather than a living or pending one). When ``make`` yields
         nothing feasible, random genomes are tried ``RANDOM_REDRAW_FACTOR * max_redraws`` times, and then
-        ``ConstraintError`` is raised: an infeasible genome is never returned.
+        ``ConstraintError`` is raised: an infeasible genome is never returned. With a hard
+        constraint's ``draws > 1`` the first ``draws`` new feasible candidates are collected and the
+        costliest is returned (boundary draws, :mod:`nasq.evolution.constraint`).
         """
-        fallback: Candidate | None = None
-        fallback_busy = False
-        last: Candidate | None = None
-        duplicates = 0
+        dups: list[Candidate] = []
         seen = self.seen
         c = self.constraint
         hard = c is not None and c.mode == "hard"
+        draws = c.draws if hard else 1
+        found: dict[str, Candidate] = {}  # boundary draws: new feasible candidates (constraint docstring)
         for _ in range(self.max_redraws):
-            genome, hparams = walk(last) if walk is not None and duplicates >= WALK_AFTER else make()
+            genome, hparams = walk(dups[-1]) if walk is not None and len(dups) >= WALK_AFTER else make()
             if hard and not c.feasible(genome):
                 self.counters["infeasible_redrawn"] += 1
                 continue
             key = genome if not hparams else candidate_key(genome, hparams)
-            if key not in seen:
-                seen.add(key)
-                return genome, hparams
-            last = (genome, hparams)
-            if fallback is None:
-                fallback, fallback_busy = last, self._busy(genome, hparams)
-            elif fallback_busy and not self._busy(genome, hparams):
-                fallback, fallback_busy = last, False  # prefer re-evaluating a dead genome to a living one
-            duplicates += 1
-            if duplicates > self.max_retries:
+            if key not in seen and key not in found:
+                if draws == 1:
+                    seen.add(key)
+                    return genome, hparams
+                found[key] = (genome, hparams)
+                if len(found) == draws:
+                    break
+                continue
+            dups.append((genome, hparams))
+            if len(dups) > self.max_retries:
                 break
-        if fallback is not None:
+        if found:
+            key = max(found, key=lambda k: c.cost_of(found[k][0]))  # ties: the first drawn
+            seen.add(key)
+            return found[key]
+        if dups:  # re-evaluate a dead duplicate rather than a living, pending or queued one
+            fallback = next((d for d in dups if not self._busy(*d)), dups[0])
             self.counters["duplicates"] += 1
             logger.debug("no new genome after %d retries; re-evaluating %s", self.max_retries, fallback[0])
             return fallback
@@ -382,7 +388,7 @@ class Strategy(abc.ABC):
             "seen": sorted(self.seen),
             "initialized": self.initialized,
             "counters": dict(self.counters),
-            "rng": self.rng.bit_generator.state,
+            "rng": self.rng.get_state(),
         }
 
     def load_state_dict(self, state: dict, source: object = "state") -> None:
@@ -420,8 +426,8 @@ class Strategy(abc.ABC):
             else:
                 seen = {candidate_key(p.genome, p.hparams)
                         for p in [*population.members, *pending.values(), *queue]}
-            rng = np.random.default_rng()
-            rng.bit_generator.state = state["rng"]
+            rng = BufferedGenerator()
+            rng.set_state(state["rng"])
         except (KeyError, TypeError, ValueError, AttributeError, NasqError) as exc:
             raise CheckpointError(bad_state(source, f"corrupt field ({exc})", fix)) from exc
         if self._hyper_ready and self.hyper and hyper != self.hyper:

@@ -23,6 +23,9 @@ _N_CELLS = _N_OPS ** len(NB201_EDGES)
 _N_NEIGHBOURS = len(NB201_EDGES) * (_N_OPS - 1)  # cells one mutation away
 # A cell's index: its op indices as base-5 digits, edge 0 most significant; _PLACE[e] is edge e's place.
 _PLACE: tuple[int, ...] = tuple(_N_OPS ** (len(NB201_EDGES) - 1 - e) for e in range(len(NB201_EDGES)))
+# Neighbour j of a cell: edge j // 4 moves (1 + j % 4) ops on, as (the edge's place, the op shift).
+_MOVES: tuple[tuple[int, int], ...] = tuple((_PLACE[j // (_N_OPS - 1)], 1 + j % (_N_OPS - 1))
+                                          for j in range(_N_NEIGHBOURS))
 _CELLS: list[str] = []  # every cell string by index, built on first use (shared, so hashes are cached)
 _CELL_INDEX: dict[str, int] = {}
 
@@ -109,15 +112,14 @@ class NB201Space(Space[NB201Genome]):
         return (_CELLS or _cells())[_uniform_index(rng, _N_CELLS)]
 
     def mutate_str(self, text: str, rng: np.random.Generator, kind: str | None = None) -> str:
-        """:meth:`mutate` on strings, by cell index (no decode/encode on the hot path)."""
+        """:meth:`mutate` on strings, by cell index (no decode/encode on the hot path): one uniform
+        draw picks one of the cell's 24 neighbours (each edge changed to each of its four other ops)."""
         if kind is not None and kind != "edge":
             self._check_kind(kind)
         cells = _CELLS or _cells()
         index = _CELL_INDEX.get(text)
         if index is None:  # not canonical: validate (raises GenomeError naming the bad token)
             index = _CELL_INDEX[self.encode(self.decode(text))]
-        # One draw picks the edge and one of the four other ops (uniform over the 24 neighbours).
-        edge, step = divmod(int(rng.random() * _N_NEIGHBOURS), _N_OPS - 1)  # as _uniform_index, inlined
-        place = _PLACE[edge]
+        place, shift = _MOVES[int(rng.random() * _N_NEIGHBOURS)]  # as _uniform_index, inlined
         old = index // place % _N_OPS
-        return cells[index + ((old + 1 + step) % _N_OPS - old) * place]
+        return cells[index + ((old + shift) % _N_OPS - old) * place]
