@@ -1,7 +1,9 @@
 """``nasq latency build|eval|measure|predict``: the INT8 latency predictor (SpaceEvo Sec. 4) on the CLI.
 
-- ``build``: measure sampled blocks (and calibration chains) on this CPU, fit and save the predictor.
-- ``eval``: measure unseen random models end to end, compare with the predictor (table + PNG).
+- ``build``: measure sampled blocks (and calibration chains) on this CPU, fit and save the predictor;
+  ``--hyperspace spaceevo[:RES]`` draws them from a SpaceEvo hyperspace (blocks and subnets).
+- ``eval``: measure unseen random models (a hyperspace's subnets) end to end, compare with the predictor
+  (within ±10 % / ±5 %, table + PNG).
 - ``measure``: time one block key, chain key (``+``-joined) or ONNX file.
 - ``predict``: predict block keys (or chain keys) with a saved predictor.
 """
@@ -27,8 +29,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     b = cmds.add_parser("build", help="measure sampled blocks and fit the latency predictor")
     _timing_args(b)
     b.add_argument("--samples", type=int, default=250, help="body blocks to measure (default 250)")
-    b.add_argument("--space", default="spaceevo-blocks", help="block space: spaceevo-blocks | tiny")
-    b.add_argument("--calib-chains", type=int, default=24, help="whole chains measured for the overhead")
+    where = b.add_mutually_exclusive_group()
+    where.add_argument("--space", default=None, help="hand-made block space: spaceevo-blocks "
+                       "(default) | tiny")
+    where.add_argument("--hyperspace", default=None, metavar="NAME[:RES]",
+                       help="measure the blocks a SpaceEvo hyperspace can hold (all types, widths, strides, "
+                       "resolutions; stem and head) and calibrate on its subnets: spaceevo[:RES] | "
+                       "spaceevo-tiny[:RES], e.g. spaceevo:224")
+    b.add_argument("--calib-chains", type=int, default=24,
+                   help="whole chains measured for the overhead (subnets for --hyperspace)")
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--out", help="predictor file (default latency/<engine>.predictor.json)")
     b.set_defaults(func=_build)
@@ -36,8 +45,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     e = cmds.add_parser("eval", help="accuracy on unseen whole models: within ±5/±10%%, RMSPE, PNG")
     _timing_args(e, engine=False)
     e.add_argument("--predictor", required=True, help="predictor file from `nasq latency build`")
-    e.add_argument("--models", type=int, default=40, help="random models (stem + 4-10 blocks + head)")
-    e.add_argument("--space", default=None, help="block space (default: the predictor's)")
+    e.add_argument("--models", type=int, default=40, help="unseen models: subnets of random candidate "
+                   "spaces for a hyperspace, else stem + 4-10 blocks + head")
+    where = e.add_mutually_exclusive_group()
+    where.add_argument("--space", default=None, help="block space (default: the predictor's)")
+    where.add_argument("--hyperspace", default=None, metavar="NAME[:RES]",
+                       help="evaluate on subnets of this hyperspace (default: the predictor's)")
     e.add_argument("--seed", type=int, default=12345)
     e.add_argument("--out", default=None, help="folder for eval.json, eval.csv and the PNG "
                    "(default: next to the predictor)")
@@ -123,11 +136,12 @@ def _build(args: argparse.Namespace) -> int:
     from nasq.latency.evaluate import build_predictor, check_counts
 
     resolve_engine(args.engine)
-    get_space(args.space)
+    space = _space_arg(args) or "spaceevo-blocks"
+    get_space(space)
     check_counts(samples=args.samples, calib_chains=args.calib_chains, actors=args.actors, seed=args.seed)
     _check_timing(args)
     out = _check_out_file(Path(args.out or DEFAULT_PREDICTOR.format(engine=args.engine)))
-    rep = build_predictor(args.engine, space=args.space, samples=args.samples, calib_chains=args.calib_chains,
+    rep = build_predictor(args.engine, space=space, samples=args.samples, calib_chains=args.calib_chains,
                           actors=args.actors, settings=_settings(args, args.engine), seed=args.seed, out=out,
                           stat=args.stat or "median")
     p = rep.predictor
@@ -148,8 +162,8 @@ def _eval(args: argparse.Namespace) -> int:
     check_counts(models=args.models, actors=args.actors, seed=args.seed)
     _check_timing(args)
     pred = LatencyPredictor.load(args.predictor, allow_foreign=args.allow_foreign)
-    space = args.space or pred.meta.get("space", "spaceevo-blocks")
-    get_space(space)
+    space = _space_arg(args) or pred.meta.get("space", "spaceevo-blocks")
+    blocks = get_space(space)
     out = Path(args.out) if args.out else Path(args.predictor).parent
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file; pass a folder for the eval table, JSON and PNG")
@@ -161,12 +175,32 @@ def _eval(args: argparse.Namespace) -> int:
     png = plot_predicted_vs_measured({"predictor": (res.measured_ms, res.predicted_ms)},
                                      out / f"{stem}.eval.png", f"{pred.engine}: {args.models} unseen models")
     (out / f"{stem}.eval.json").write_text(json.dumps(
-        {"metrics": res.metrics, "table_hits": res.table_hits, "version": pred.version,
+        {"space": space, "metrics": res.metrics, "table_hits": res.table_hits, "version": pred.version,
          "models": [{"key": k, "measured_ms": float(m), "predicted_ms": float(p)}
                     for k, m, p in zip(res.keys, res.measured_ms, res.predicted_ms)]}, indent=1))
     print(metrics_table({f"{pred.engine} v{pred.version}": res.metrics}))
+    if blocks.hyperspace is not None:
+        from nasq.latency.evaluate import TARGETS
+
+        m = res.metrics
+        print(f"nasq: {space}: {m['n']} unseen subnets, {m['within_10']:.1%} within ±10 % (target "
+              f"{TARGETS['within_10']:.0%}), {m['within_5']:.1%} within ±5 % "
+              f"(target {TARGETS['within_5']:.0%})")
     print(f"nasq: {res.table_hits:.0%} of the models' blocks were in the table; plot {png}")
     return 0
+
+
+def _space_arg(args: argparse.Namespace) -> str | None:
+    """``--space`` or ``--hyperspace`` (a hyperspace name must be one; the parser allows only one flag)."""
+    if args.hyperspace is None:
+        return args.space
+    from nasq.latency.dataset import HYPERSPACES
+
+    if args.hyperspace.partition(":")[0] not in HYPERSPACES:
+        names = ", ".join(h + "[:RES]" for h in HYPERSPACES)
+        raise ConfigError(f"--hyperspace {args.hyperspace!r} is not a hyperspace; use one of {names} "
+                          "(hand-made block spaces go to --space)")
+    return args.hyperspace
 
 
 def _measure(args: argparse.Namespace) -> int:

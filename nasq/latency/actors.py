@@ -42,6 +42,11 @@ class PredictorServer:
         """Block latencies (ms) of a batch of BlockSpecs or keys, with the predictor's version."""
         return {"latency_ms": self.predictor.predict(list(items)).tolist(), "version": self.predictor.version}
 
+    def predict_in_chain(self, items: Sequence[SpecLike]) -> dict[str, Any]:
+        """In-chain block latencies (ms, :meth:`LatencyPredictor.predict_in_chain`), with the version."""
+        return {"latency_ms": self.predictor.predict_in_chain(list(items)).tolist(),
+                "version": self.predictor.version}
+
     def predict_models(self, chains: Sequence[Sequence[SpecLike]]) -> dict[str, Any]:
         """Whole-chain latencies (ms) of a batch of chains, with the predictor's version."""
         return {"latency_ms": [self.predictor.predict_model(c) for c in chains],

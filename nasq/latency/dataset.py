@@ -3,9 +3,21 @@
 SpaceEvo (Sec. 4) trains its INT8 latency predictor on blocks sampled from the block-wise space and
 measured on the target device. A :class:`BlockSpace` lists the choices (types, resolutions, widths per
 resolution, kernels, strides, expand ratios, the stem and the head); :func:`sample_blocks` draws distinct
-blocks (plus every stem and head, which all chains share); :func:`sample_chains` draws whole models
-(stem, 4–10 blocks, head) for calibration and evaluation. :func:`measure_parallel` times them on an
-``ActorPool`` of :class:`MeasureWorker` actors, each pinned to one CPU with one engine thread.
+blocks (plus every stem and head, which all chains share); :func:`sample_chains` draws whole models for
+calibration and evaluation. :func:`measure_parallel` times them on an ``ActorPool`` of
+:class:`MeasureWorker` actors, each pinned to one CPU with one engine thread.
+
+Two kinds of block space:
+
+- a view of a SpaceEvo hyperspace (``spaceevo[:RES]``, ``spaceevo-tiny[:RES]``;
+  :meth:`BlockSpace.from_hyperspace`): the hyperspace is the one description of which blocks exist
+  (:meth:`nasq.spaces.spaceevo.Hyperspace.block_specs`: every type, width, kernel, expand, stride and
+  resolution any candidate space can hold, with its stem and heads). Blocks are drawn from that list,
+  stratified by (type, resolution, stride) so each part of every candidate space is measured, and chains
+  are subnets of random candidate spaces (stem + N stages x 1..D blocks + head), as deep as the subnets
+  the Q-T score prices (§4.2);
+- the hand-made registry entries ``spaceevo-blocks`` and ``tiny`` (random walks of 4–10 blocks over
+  widths per resolution), kept for the block-level tests and benchmarks that predate the hyperspace.
 
 Concurrent measurement and noise: two actors on this 2-core machine time two blocks at once, one per
 core; they share the last-level cache and memory bandwidth. Measured with
@@ -27,13 +39,17 @@ import json
 import logging
 import os
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
 from nasq.blocks.spec import BlockSpec, chain_key
 from nasq.errors import ConfigError, DataError, bad_token
+
+if TYPE_CHECKING:
+    from nasq.spaces.spaceevo import Hyperspace
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +71,9 @@ class BlockSpace:
         stem_kernels: kernel sizes of the stem.
         classes: classifier width of the head.
         stride2_prob: probability that a body block halves the resolution (where a smaller one exists).
+        hyperspace: the SpaceEvo hyperspace this space is a view of (:meth:`from_hyperspace`); its
+            :meth:`~nasq.spaces.spaceevo.Hyperspace.block_specs` is then the exact set of blocks, and the
+            fields above summarise it (``None`` for the hand-made spaces).
     """
 
     name: str
@@ -67,6 +86,24 @@ class BlockSpace:
     stem_kernels: tuple[int, ...] = (3,)
     classes: int = 1000
     stride2_prob: float = 0.35
+    hyperspace: Hyperspace | None = None
+
+    @classmethod
+    def from_hyperspace(cls, hyperspace: Hyperspace, name: str) -> BlockSpace:
+        """The view of a SpaceEvo hyperspace (§4.1): its blocks, summarised as choice sets.
+
+        ``widths`` maps each output resolution to the output widths of the blocks (stem included) that
+        produce it; types, kernels and expand lists are the hyperspace's.
+        """
+        widths: dict[int, set[int]] = {}
+        for s in _hyper_blocks(hyperspace):
+            if s.type != "head":
+                widths.setdefault(s.out_resolution, set()).add(s.cout)
+        return cls(name, hyperspace.types, {r: tuple(sorted(w)) for r, w in widths.items()},
+                   kernels=hyperspace.kernels, expands=hyperspace.expands,
+                   resnet_expands=hyperspace.resnet_expands, stem_resolution=hyperspace.resolution,
+                   stem_kernels=(hyperspace.stem().kernel,), classes=hyperspace.classes,
+                   hyperspace=hyperspace)
 
     @property
     def resolutions(self) -> list[int]:
@@ -75,13 +112,40 @@ class BlockSpace:
 
     def stems(self) -> list[BlockSpec]:
         """Every stem of the space."""
+        if self.hyperspace is not None:
+            return [self.hyperspace.stem()]
         r0 = self.resolutions[0]
         return [BlockSpec("stem", self.stem_resolution, 3, w, k, 2) for w in self.widths[r0]
                 for k in self.stem_kernels]
 
     def heads(self) -> list[BlockSpec]:
-        """Every head of the space (one per resolution and width)."""
+        """Every head of the space (one per resolution and width; a hyperspace: per last-stage width)."""
+        if self.hyperspace is not None:
+            return [self.hyperspace.head(w) for w in self.hyperspace.widths[-1]]
         return [BlockSpec("head", r, w, self.classes, 1, 1) for r in self.resolutions for w in self.widths[r]]
+
+    def block_specs(self) -> list[BlockSpec]:
+        """Every block of a hyperspace view (stem, body, heads); ConfigError for a hand-made space."""
+        if self.hyperspace is None:
+            raise ConfigError(f"block space {self.name!r} is not a hyperspace view and lists no finite block "
+                              "set; use spaceevo[:RES] or spaceevo-tiny[:RES]")
+        return list(_hyper_blocks(self.hyperspace))
+
+    def contains(self, spec: BlockSpec) -> bool:
+        """Whether ``spec`` is one of :meth:`block_specs` (a hyperspace view only)."""
+        if self.hyperspace is None:
+            self.block_specs()  # raises the ConfigError
+        return spec.key() in _hyper_keys(self.hyperspace)
+
+
+@lru_cache(maxsize=8)
+def _hyper_blocks(hyperspace: Hyperspace) -> tuple[BlockSpec, ...]:
+    return tuple(hyperspace.block_specs())
+
+
+@lru_cache(maxsize=8)
+def _hyper_keys(hyperspace: Hyperspace) -> frozenset[str]:
+    return frozenset(s.key() for s in _hyper_blocks(hyperspace))
 
 
 BLOCK_SPACES: dict[str, BlockSpace] = {}
@@ -93,11 +157,32 @@ def register_space(space: BlockSpace) -> BlockSpace:
     return space
 
 
+#: SpaceEvo hyperspaces (names of :func:`nasq.spaces.get`, with an optional ``:RES``) a block space can view.
+HYPERSPACES: tuple[str, ...] = ("spaceevo", "spaceevo-tiny")
+
+
 def get_space(name: str) -> BlockSpace:
-    """Return a registered block space; unknown names raise ConfigError listing the known ones."""
-    if name not in BLOCK_SPACES:
-        raise ConfigError(bad_token("block space", name, sorted(BLOCK_SPACES)))
-    return BLOCK_SPACES[name]
+    """A registered block space, or the view of hyperspace ``spaceevo[:RES]`` / ``spaceevo-tiny[:RES]``.
+
+    Raises:
+        ConfigError: an unknown name (listing the known ones) or a bad resolution.
+    """
+    if name in BLOCK_SPACES:
+        return BLOCK_SPACES[name]
+    if isinstance(name, str) and name.partition(":")[0] in HYPERSPACES:
+        return hyperspace_blocks(name)
+    known = sorted(BLOCK_SPACES) + [f"{h}[:RES]" for h in HYPERSPACES]
+    raise ConfigError(bad_token("block space", name, known))
+
+
+@lru_cache(maxsize=16)
+def hyperspace_blocks(name: str) -> BlockSpace:
+    """The :class:`BlockSpace` view of the hyperspace ``name`` (e.g. ``spaceevo:224``; §4.1, §4.3)."""
+    from nasq import spaces
+
+    if name.partition(":")[0] not in HYPERSPACES:
+        raise ConfigError(bad_token("hyperspace", name, [f"{h}[:RES]" for h in HYPERSPACES]))
+    return BlockSpace.from_hyperspace(spaces.get(name).hyperspace, name)
 
 
 ALL_TYPES = ("mbv1", "mbv2", "mbv3", "resnet_bottleneck", "resnet_bottleneck_se", "fused_mb", "fused_mb_se")
@@ -138,6 +223,9 @@ def sample_blocks(space: BlockSpace | str, n: int, seed: int = 0, *,
     """
     space = get_space(space) if isinstance(space, str) else space
     rng = np.random.default_rng(seed)
+    ends = space.stems() + space.heads() if include_ends else []
+    if space.hyperspace is not None:
+        return _stratified_blocks(space.hyperspace, n, rng) + ends
     seen: dict[str, BlockSpec] = {}
     for _ in range(50 * n + 100):
         if len(seen) >= n:
@@ -145,16 +233,41 @@ def sample_blocks(space: BlockSpace | str, n: int, seed: int = 0, *,
         res = space.resolutions[rng.integers(len(space.resolutions))]
         spec = _body_block(space, rng, res, int(rng.choice(space.widths[res])))
         seen.setdefault(spec.key(), spec)
-    ends = space.stems() + space.heads() if include_ends else []
     return list(seen.values()) + ends
+
+
+def _stratified_blocks(hyperspace: Hyperspace, n: int, rng: np.random.Generator) -> list[BlockSpec]:
+    """``n`` distinct body blocks of the hyperspace, round-robin over (type, resolution, stride) groups.
+
+    Every group (a block type at one stage position) gets within one block of the same count until it
+    runs out, so a per-type regressor sees every resolution and stride of every candidate space.
+    """
+    groups: dict[tuple, list[BlockSpec]] = {}
+    for s in _hyper_blocks(hyperspace):
+        if s.type not in ("stem", "head"):
+            groups.setdefault((s.type, s.resolution, s.stride), []).append(s)
+    pools = [[g[int(i)] for i in rng.permutation(len(g))] for g in groups.values()]
+    out: list[BlockSpec] = []
+    while len(out) < n and any(pools):
+        for j in rng.permutation(len(pools)):
+            if pools[j] and len(out) < n:
+                out.append(pools[j].pop())
+    return out
 
 
 def sample_chains(space: BlockSpace | str, n: int, seed: int = 1, min_blocks: int = 4,
                   max_blocks: int = 10) -> list[list[BlockSpec]]:
-    """Draw ``n`` whole models: a stem, ``min_blocks``–``max_blocks`` body blocks, a head (Sec. 4 check)."""
+    """Draw ``n`` whole models for calibration and evaluation (Sec. 4 check).
+
+    A hyperspace view draws subnets of random candidate spaces (:func:`sample_subnet_chains`; the block
+    counts are the subnets' own); a hand-made space draws a stem, ``min_blocks``–``max_blocks`` body
+    blocks and a head.
+    """
     space = get_space(space) if isinstance(space, str) else space
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
         raise ConfigError(f"the number of chains must be an integer >= 0, got {n!r}")
+    if space.hyperspace is not None:
+        return sample_subnet_chains(space.hyperspace, n, seed)
     if not 1 <= min_blocks <= max_blocks:
         raise ConfigError(f"need 1 <= min_blocks <= max_blocks, got {min_blocks} and {max_blocks}")
     rng = np.random.default_rng(seed)
@@ -168,6 +281,24 @@ def sample_chains(space: BlockSpace | str, n: int, seed: int = 1, min_blocks: in
         last = chain[-1]
         chain.append(BlockSpec("head", last.out_resolution, last.cout, space.classes, 1, 1))
         chains.append(chain)
+    return chains
+
+
+def sample_subnet_chains(hyperspace: Hyperspace, n: int, seed: int = 1) -> list[list[BlockSpec]]:
+    """``n`` subnets, each of its own random candidate space, as BlockSpec chains (SpaceEvo §4.2, §4.4).
+
+    Each chain is stem + every stage's 1..D blocks + head, drawn the way the Q-T score draws subnets
+    (:meth:`~nasq.spaces.spaceevo_subnet.CandidateSpace.sample_subnets`), so calibration and evaluation
+    see the depths and block mixes the predictor is asked about.
+    """
+    from nasq.spaces.spaceevo import SpaceEvoSpace
+
+    space = SpaceEvoSpace(hyperspace)
+    rng = np.random.default_rng(seed)
+    chains = []
+    for _ in range(n):
+        cand = space.candidate(space.random(rng))
+        chains.append(cand.blocks(cand.genome(cand.sample_subnets(1, rng), 0)))
     return chains
 
 

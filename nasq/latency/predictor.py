@@ -65,8 +65,9 @@ def as_specs(items: Sequence[SpecLike]) -> list[BlockSpec]:
 class LatencyPredictor:
     """Latency of blocks and block chains on one device and engine (SpaceEvo Sec. 4).
 
-    Build it with :meth:`fit` (and :meth:`calibrate` on whole chains), query it with :meth:`predict` and
-    :meth:`predict_model`, persist it with :meth:`save` / :meth:`load`.
+    Build it with :meth:`fit` (and :meth:`calibrate` on whole chains), query it with :meth:`predict`,
+    :meth:`predict_model` and :meth:`predict_in_chain` (blocks summed into a subnet), persist it with
+    :meth:`save` / :meth:`load`.
     """
 
     def __init__(self, engine: str, fingerprint: dict, table: dict[str, float],
@@ -171,13 +172,34 @@ class LatencyPredictor:
         return self._regress(as_specs(specs))
 
     def predict_model(self, chain: Sequence[SpecLike]) -> float:
-        """Latency in ms of a chain run as one model: sum of blocks plus calibrated overhead (Sec. 4)."""
+        """Latency in ms of a chain run as one model: sum of blocks plus calibrated overhead (Sec. 4).
+
+        For a chain that ends in its head (every subnet does) this is the sum of :meth:`predict_in_chain`
+        over the chain, floored at a small positive value.
+        """
         specs = as_specs(chain)
         check_chain(specs)
         total = float(self._predict(specs).sum())
         nb, elems = _boundary_features(specs)
         total += nb * self.overhead["per_boundary_ms"] + elems * self.overhead["per_boundary_melem_ms"]
         return max(total, self._floor)
+
+    def predict_in_chain(self, specs: Sequence[SpecLike]) -> np.ndarray:
+        """Latency in ms of each block as part of a chain that continues after it (Sec. 4 calibration).
+
+        Each block's :meth:`predict` plus the boundary overhead a chain pays after every non-final block
+        (``per_boundary_ms`` + ``per_boundary_melem_ms`` × its output elements in millions); a head is
+        always a chain's last block and pays none. So a subnet's latency is a sum over its distinct
+        blocks, each priced once (the Q-T score's look-ups, :mod:`nasq.qt_score`), and equals
+        :meth:`predict_model` of the subnet's chain. Values may be below a block's own latency (a block
+        timed alone pays a session call and an input quantize that a chain pays once).
+        """
+        specs = as_specs(specs)
+        out = self._predict(specs)
+        inner = np.array([s.type != "head" for s in specs])
+        elems = np.array([s.cout * s.out_resolution ** 2 for s in specs], np.float64) / 1e6
+        boundary = self.overhead["per_boundary_ms"] + elems * self.overhead["per_boundary_melem_ms"]
+        return out + inner * boundary
 
     def _additive(self, specs: list[BlockSpec]) -> np.ndarray:
         x = op_matrix(specs)

@@ -162,7 +162,9 @@ class Hyperspace:
         """Every distinct BlockSpec any candidate space of this hyperspace can contain (§4.3 predictor).
 
         Stem, every body block (all types, kernels, expands, input/output widths, first-of-stage and later
-        positions) and a head per last-stage width. The latency data set can be drawn from this list.
+        positions) and a head per last-stage width; nothing else: a later block's input and output widths
+        lie in one window, and later blocks exist only when a depth > 1 is allowed. The latency data set
+        (:func:`nasq.latency.dataset.hyperspace_blocks`) is drawn from this list.
         """
         specs = [self.stem()]
         res = self.stage_resolutions()
@@ -171,10 +173,18 @@ class Hyperspace:
             for t in self.types:
                 specs += _blocks(t, res[i], prev, widths, self.kernels, self.stage_strides[i],
                                  self.expands_of(t))
-                specs += _blocks(t, res[i] // self.stage_strides[i], widths, widths, self.kernels, 1,
-                                 self.expands_of(t))
+                if max(self.depths) > 1:
+                    specs += [BlockSpec(t, res[i] // self.stage_strides[i], ci, co, k, 1, e)
+                              for ci, co in self.window_pairs(i) for k in self.kernels
+                              for e in self.expands_of(t)]
         specs += [self.head(w) for w in self.widths[-1]]
         return _distinct(specs)
+
+    def window_pairs(self, stage: int) -> list[tuple[int, int]]:
+        """(input, output) widths a later block of ``stage`` can have: both in one width window."""
+        ws, m = self.widths[stage], self.window
+        return sorted({(a, b) for j in range(self.num_windows(stage)) for a in ws[j:j + m]
+                       for b in ws[j:j + m]})
 
     def sample_block_specs(self, n: int, rng: np.random.Generator) -> list[BlockSpec]:
         """``n`` distinct BlockSpecs drawn uniformly from :meth:`block_specs` (all if it has fewer)."""
