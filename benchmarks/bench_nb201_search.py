@@ -194,11 +194,12 @@ def main(argv: list[str] | None = None) -> None:
     checkpoints = [n for n in CHECKPOINTS if n <= args.trials]
     name = "nb201_search_" + mode + (f"_{args.tag}" if args.tag else "")
     old = previous_rows(name, checkpoints) if args.append else {}
-    summary, raw = [], []
+    summary, raw, all_curves = [], [], []  # all_curves[i] is the curve of raw[i]
     for kind in kinds:
         curves, t0 = [], time.perf_counter()
         for seed, curve in sorted(old.get(kind, {}).items()):
             curves.append(curve)
+            all_curves.append(curve)
             raw.append([mode, kind, seed, *[f"{curve[n]:.2f}" for n in checkpoints]])
         seeds = range(args.first_seed, args.first_seed + args.seeds)
         new_seeds = [s for s in seeds if s not in old.get(kind, {})]
@@ -207,6 +208,7 @@ def main(argv: list[str] | None = None) -> None:
                     else run_tune(kind, seed, args.trials, args.concurrency, args.storage))
             curve = best_so_far(accs, checkpoints)
             curves.append(curve)
+            all_curves.append(curve)
             raw.append([mode, kind, seed, *[f"{curve[n]:.2f}" for n in checkpoints]])
             print(f"{mode} {kind} seed {seed}: " + ", ".join(f"{n}: {curve[n]:.2f}" for n in checkpoints),
                   flush=True)
@@ -233,9 +235,29 @@ def main(argv: list[str] | None = None) -> None:
              "syne-re is Syne Tune 0.16's searcher as it is: parents from a sample drawn with replacement, a "
              "child re-draws one edge, no de-duplication; ours de-duplicates against every genome evaluated.",
              "Searchers are scored on the same test-accuracy column they are evaluated on."]
+    by_kind = {k: [c for r, c in zip(raw, all_curves) if r[1] == k] for k in kinds}
+    if "aging" in by_kind and "syne-re" in by_kind:
+        notes.append(peer_interval(by_kind["aging"], by_kind["syne-re"], [n for n in checkpoints if n <= 100]))
     headers = ["mode", "searcher", "params", "seeds", *[f"N={n}" for n in checkpoints], "wall ms/trial"]
     write_results(name, f"NAS-Bench-201 CIFAR-10 search ({mode})", notes, headers, summary,
                   raw=(["mode", "searcher", "seed", *[f"best_at_{n}" for n in checkpoints]], raw))
+
+
+def peer_interval(ours: list[dict[int, float]], peer: list[dict[int, float]], checkpoints: list[int],
+                  rounds: int = 4000) -> str:
+    """Aging minus the peer at each N, median and p10, with 95 % bootstrap intervals (seeds resampled)."""
+    rng = np.random.default_rng(0)
+    parts = []
+    for n in checkpoints:
+        a = np.array([c[n] for c in ours])
+        b = np.array([c[n] for c in peer])
+        for label, q in (("median", 50), ("p10", 10)):
+            boot = [np.percentile(rng.choice(a, len(a)), q) - np.percentile(rng.choice(b, len(b)), q)
+                    for _ in range(rounds)]
+            lo, hi = np.percentile(boot, [2.5, 97.5])
+            parts.append(f"N={n} {label} {np.percentile(a, q) - np.percentile(b, q):+.2f} [{lo:+.2f}, {hi:+.2f}]")
+    return ("aging minus syne-re (pt; 95 % bootstrap interval over seeds; an interval holding 0 means the "
+            "two cannot be told apart with these seeds): " + "; ".join(parts) + ".")
 
 
 def _ranges(seeds: list[int]) -> str:
