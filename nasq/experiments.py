@@ -30,6 +30,7 @@ _LAZY: dict[str, str] = {
     "nb201": "nasq.trainables.nb201",
     "jasq": "nasq.trainables.jasq",
     "quant-policy": "nasq.trainables.quant_policy",
+    "spaceevo": "nasq.trainables.spaceevo",
 }
 
 

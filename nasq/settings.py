@@ -376,8 +376,188 @@ class QuantPolicySettings(ExperimentSettings):
         return dataclasses.replace(self, num_layers=len(quantizable_layers(net)))
 
 
+def _names(name: str, value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [t.strip() for t in value.split(",") if t.strip()]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v for v in value):
+        raise _fail(name, value, "comma-separated names like mbv2,fused_mb")
+    if len(set(value)) != len(value):
+        raise _fail(name, value, "distinct names")
+    return tuple(value)
+
+
+@dataclass(frozen=True)
+class LutSettings(ExperimentSettings):
+    """Block-wise KD accuracy table build (``nasq lut build``; SpaceEvo §4.5)."""
+
+    EXPERIMENT: ClassVar[str] = "lut"
+
+    dataset: str = "digits"  # digits | cifar10 | npz:PATH
+    data_root: str | None = None  # torchvision CIFAR-10 folder (cifar10 only)
+    data_seed: int = 0  # seed of the train/val/test split
+    data_limit: int | None = None  # use at most this many examples (None: all)
+    hyperspace: str = "spaceevo"  # spaceevo | spaceevo-tiny, optionally NAME:RES (e.g. spaceevo:224)
+    block_types: tuple[str, ...] = ()  # block types to build tables for (empty: all of the hyperspace's)
+    teacher_checkpoint: str | None = None  # trained teacher (teacher.pt of a build or a Teacher state_dict)
+    teacher_type: str = "mbv2"  # block type of the widest homogeneous teacher chain
+    teacher_steps: int = 300  # SGD steps to train the teacher (without --teacher-checkpoint)
+    steps: int = 200  # fp32 sandwich steps per (stage, block type)
+    qat_steps: int = 50  # LSQ+ INT8 sandwich steps after the fp32 phase
+    batch_size: int = 64  # examples per step
+    lr: float = 0.003  # Adam learning rate of the fp32 phase (cosine to 0)
+    qat_lr: float = 0.0005  # Adam learning rate of the LSQ+ phase (cosine to 0)
+    eval_examples: int = 256  # validation examples each setting is evaluated on (at most the split)
+    bn_batches: int = 2  # training batches that recalibrate BatchNorm before each setting is evaluated
+    mixed_rows: int = 8  # held-out mixed settings evaluated per (stage, type) to measure the estimator
+    seed: int = 0  # initialisation, minibatch and setting draws
+    cpus_per_task: float = 1.0  # CPUs Ray reserves for one (stage, type) training (also its torch threads)
+    retries: int = 1  # Ray retries of a training whose worker died
+
+    def __post_init__(self) -> None:
+        _check_data_fields(self)
+        from nasq.spaces.spaceevo import SPACEEVO_TYPES, space_from_name
+
+        try:
+            types = space_from_name(_str("hyperspace", self.hyperspace)).hyperspace.types
+        except ConfigError as exc:
+            raise ConfigError(f"hyperspace (--hyperspace): {exc}") from None
+        _set(self, "block_types", _names("block_types", self.block_types) if self.block_types else ())
+        bad = [t for t in self.block_types if t not in types]
+        if bad:
+            raise _fail("block_types", bad[0], "block types of the hyperspace: " + ",".join(types))
+        if self.teacher_checkpoint is not None:
+            _set(self, "teacher_checkpoint", _path(_str("teacher_checkpoint", self.teacher_checkpoint)))
+        _str("teacher_type", self.teacher_type, choices=SPACEEVO_TYPES)
+        _int("teacher_steps", self.teacher_steps, 0)
+        for name in ("steps", "batch_size", "eval_examples"):
+            _int(name, getattr(self, name), 1)
+        for name in ("qat_steps", "bn_batches", "mixed_rows", "seed", "retries"):
+            _int(name, getattr(self, name), 0)
+        for name in ("lr", "qat_lr", "cpus_per_task"):
+            _set(self, name, _num(name, getattr(self, name), 0))
+
+    @property
+    def threads(self) -> int:
+        """Torch threads of one training: its CPUs, at least one."""
+        return max(1, int(self.cpus_per_task))
+
+    def result_fields(self) -> dict:
+        """The fields that change the table's numbers (a resumed build must match them)."""
+        skip = {"cpus_per_task", "retries"}
+        return {k: v for k, v in self.to_config().items() if k not in skip}
+
+    def check(self) -> "LutSettings":
+        """Load the data set and read the teacher checkpoint once, before Ray starts."""
+        from nasq.bkd.teacher import load_teacher
+        from nasq.data import load_dataset
+        from nasq.spaces.spaceevo import space_from_name
+
+        load_dataset(self.dataset, data_root=self.data_root, seed=self.data_seed, limit=self.data_limit)
+        if self.teacher_checkpoint is not None:
+            if not os.path.isfile(self.teacher_checkpoint):
+                raise ConfigError(f"--teacher-checkpoint {self.teacher_checkpoint} is not a file; pass a "
+                                  "teacher.pt of an earlier build or leave it out to train one")
+            load_teacher(self.teacher_checkpoint, space_from_name(self.hyperspace).hyperspace,
+                         self.teacher_type)
+        return self
+
+
+def _floats(name: str, value: Any) -> tuple[float, ...]:
+    if isinstance(value, str):
+        parts = [t.strip() for t in value.split(",") if t.strip()]
+        try:
+            value = [float(t) if t.isascii() else math.nan for t in parts]
+        except ValueError:
+            raise _fail(name, ",".join(parts), "comma-separated positive numbers like 5,10,15") from None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = [value]
+    if not isinstance(value, (list, tuple)):
+        raise _fail(name, value, "comma-separated positive numbers like 5,10,15")
+    out = tuple(_num(name, v, 0, need="positive finite numbers like 5,10,15") for v in value)
+    if len(set(out)) != len(out):
+        raise _fail(name, value, "distinct limits")
+    return out
+
+
+@dataclass(frozen=True)
+class SpaceEvoSettings(ExperimentSettings):
+    """Search of a quantization-friendly search space (SpaceEvo §4.2 Q-T score, §4.4 aging evolution)."""
+
+    EXPERIMENT: ClassVar[str] = "spaceevo"
+    DERIVED: ClassVar[tuple[str, ...]] = ("lut_version", "predictor_version")
+
+    lut: str | None = None  # accuracy table folder of `nasq lut build` (lut.csv + lut.json)
+    predictor: str | None = None  # INT8 latency predictor file of `nasq latency build --hyperspace`
+    constraints_ms: tuple[float, ...] = ()  # INT8 latency limits T_i in ms, e.g. 5,10,15
+    hyperspace: str | None = None  # spaceevo | spaceevo-tiny | NAME:RES (None: the LUT's)
+    qt_subnets: int = 5000  # subnets sampled per candidate space for its Q-T score
+    top_k: int = 20  # best subnets averaged per latency limit
+    variant: str = "paper"  # Q-T score: paper (mean 1/loss of the top k) | code (1/(lat_loss x mean loss))
+    penalty: float = 0.0  # Q-T contribution of a limit no sampled subnet meets
+    qt_seed: int = 0  # seed of the subnet draw (a space always gets the same score)
+    cpus_per_trial: float = 1.0  # CPUs Ray reserves for one trial
+    lut_version: str | None = None  # content hash of the table (filled in before the search)
+    predictor_version: str | None = None  # content hash of the predictor (filled in before the search)
+
+    def __post_init__(self) -> None:
+        for name in ("lut", "predictor"):
+            if getattr(self, name) is not None:
+                _set(self, name, _path(_str(name, getattr(self, name))))
+        _set(self, "constraints_ms", _floats("constraints_ms", self.constraints_ms) if self.constraints_ms
+             else ())
+        if self.hyperspace is not None:
+            from nasq.spaces.spaceevo import space_from_name
+
+            try:
+                space_from_name(_str("hyperspace", self.hyperspace))
+            except ConfigError as exc:
+                raise ConfigError(f"hyperspace (--hyperspace): {exc}") from None
+        _int("qt_subnets", self.qt_subnets, 1)
+        _int("top_k", self.top_k, 1)
+        _str("variant", self.variant, choices=("paper", "code"))
+        _set(self, "penalty", _num("penalty", self.penalty))
+        _int("qt_seed", self.qt_seed, 0)
+        _set(self, "cpus_per_trial", _num("cpus_per_trial", self.cpus_per_trial, 0))
+        _str("lut_version", self.lut_version, optional=True)
+        _str("predictor_version", self.predictor_version, optional=True)
+
+    def check(self) -> "SpaceEvoSettings":
+        """Read the table and the predictor once before Ray; fill in the hyperspace and both versions."""
+        from nasq.bkd.table import AccuracyLUT
+        from nasq.latency.predictor import LatencyPredictor
+        from nasq.spaces.spaceevo import space_from_name
+
+        if not self.lut or not self.predictor:
+            raise ConfigError("nasq search spaceevo needs --lut DIR (`nasq lut build`) and --predictor FILE "
+                              "(`nasq latency build --hyperspace ...`)")
+        if not self.constraints_ms:
+            raise ConfigError("constraints_ms (--constraints-ms) is required: INT8 latency limits in ms "
+                              "like 5,10,15")
+        lut = AccuracyLUT.load(self.lut)
+        name = lut.hyperspace_name
+        if self.hyperspace is not None and space_from_name(self.hyperspace).hyperspace != lut.hyperspace:
+            raise ConfigError(f"--hyperspace {self.hyperspace} differs from the hyperspace {name} the table "
+                              f"{self.lut} was built for; pass --hyperspace {name} or another --lut")
+        missing = lut.missing_pairs()
+        if missing:
+            raise DataError(f"accuracy table {self.lut} has no row for {len(missing)} (stage, block type) "
+                            f"pair(s), e.g. {missing[0]}; rebuild it with `nasq lut build` over the whole "
+                            "hyperspace")
+        pred = LatencyPredictor.load(self.predictor)  # a foreign or corrupt file is one line here
+        built = pred.meta.get("hyperspace", pred.meta.get("space"))  # `nasq latency build` records it
+        try:
+            other = space_from_name(built).hyperspace if isinstance(built, str) else None
+        except ConfigError:  # a block space of the latency data set, not a hyperspace: nothing to compare
+            other = None
+        if other is not None and other != lut.hyperspace:
+            raise ConfigError(f"predictor {self.predictor} was built for hyperspace {built}, the table for "
+                              f"{name}; build one with `nasq latency build --hyperspace {name}`")
+        return dataclasses.replace(self, hyperspace=self.hyperspace or name, lut_version=lut.version,
+                                   predictor_version=pred.version)
+
+
 EXPERIMENT_SETTINGS: dict[str, type[ExperimentSettings]] = {
-    cls.EXPERIMENT: cls for cls in (NB201Settings, JasqSettings, QuantPolicySettings)}
+    cls.EXPERIMENT: cls for cls in (NB201Settings, JasqSettings, QuantPolicySettings, SpaceEvoSettings)}
 
 
 def settings_class(experiment: str) -> type[ExperimentSettings] | None:
@@ -540,5 +720,5 @@ def _reusable_run_settings(settings: Any) -> Any:
 
 
 __all__ = ["CONSTRAINT_MODES", "EXPERIMENT_SETTINGS", "ExperimentSettings", "JasqSettings", "NB201Settings",
-           "QuantPolicySettings", "SEARCH_FIELDS", "SearchSettings", "field_help", "flag", "load_config",
-           "settings_class"]
+           "QuantPolicySettings", "SEARCH_FIELDS", "SpaceEvoSettings", "SearchSettings", "field_help", "flag",
+           "load_config", "settings_class"]

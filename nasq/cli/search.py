@@ -10,6 +10,7 @@ TARGETS: dict[str, str] = {
     "nb201": "nasq.cli.search_nb201",
     "jasq": "nasq.cli.search_jasq",
     "quant-policy": "nasq.cli.search_quant_policy",
+    "spaceevo": "nasq.cli.search_spaceevo",
 }
 
 

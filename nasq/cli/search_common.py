@@ -69,15 +69,19 @@ def add_search_target(sub: argparse._SubParsersAction, name: str, help_text: str
     add_config_argument(parser)
     add_experiment_arguments(parser, cls, aliases=aliases)
     add_search_arguments(parser, population=search_defaults["population_size"],
-                         sample=search_defaults["sample_size"], samples=search_defaults["samples"])
+                         sample=search_defaults["sample_size"], samples=search_defaults["samples"],
+                         extra_defaults=search_defaults)
     return parser
 
 
 def add_search_arguments(parser: argparse.ArgumentParser, population: int = 16, sample: int = 16,
-                         samples: int = 64, only: tuple[str, ...] = ()) -> None:
-    """Add the options every search target shares (searcher, P, S, samples, Ray, storage)."""
+                         samples: int = 64, only: tuple[str, ...] = (),
+                         extra_defaults: Mapping[str, Any] | None = None) -> None:
+    """Add the options every search target shares (searcher, P, S, samples, Ray, storage); the help
+    shows ``extra_defaults`` (a target's other search defaults, e.g. its searcher) where given."""
     helps = field_help(SearchSettings)
-    defaults = {"population_size": population, "sample_size": sample, "samples": samples}
+    defaults = {**(extra_defaults or {}), "population_size": population, "sample_size": sample,
+                "samples": samples}
     for name, field in COMMON_FLAGS.items():
         if only and field not in only:
             continue
