@@ -15,6 +15,7 @@ import argparse
 import logging
 import os
 import time
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -54,8 +55,25 @@ def optuna_searcher(sampler_name: str, seed: int) -> tuple[object, Callable[[dic
 
 
 def time_trials(searcher, to_genome, table: dict[str, float], trials: int) -> np.ndarray:
-    """Per-trial cost in µs of ``suggest`` + ``on_trial_complete`` (the table lookup is not timed)."""
+    """Per-trial cost in µs of ``suggest`` + ``on_trial_complete`` (the table lookup is not timed).
+
+    The garbage of earlier runs is collected first and the collector is off while timing, as
+    ``timeit`` does, so one searcher's garbage (Optuna's trial objects) does not tax the next one's trials.
+    """
+    import gc
+
     watch = Stopwatch()
+    gc.collect()
+    gc.disable()
+    try:
+        _run_trials(searcher, to_genome, table, trials, watch)
+    finally:
+        gc.enable()
+    ns = np.asarray(watch.samples, dtype=float).reshape(trials, 2).sum(axis=1)
+    return ns / 1e3
+
+
+def _run_trials(searcher, to_genome, table: dict[str, float], trials: int, watch: Stopwatch) -> None:
     for i in range(trials):
         trial_id = f"trial_{i}"
         with watch:
@@ -63,8 +81,6 @@ def time_trials(searcher, to_genome, table: dict[str, float], trials: int) -> np
         acc = table[to_genome(config)]
         with watch:
             searcher.on_trial_complete(trial_id, {"acc": acc})
-    ns = np.asarray(watch.samples, dtype=float).reshape(trials, 2).sum(axis=1)
-    return ns / 1e3
 
 
 def python_speed_us() -> float:
@@ -95,6 +111,34 @@ def cpu_model() -> str:
     return "unknown CPU"
 
 
+def run_fresh(kind: str, family: str, seed: int, trials: int, population: int, sample: int
+              ) -> tuple[np.ndarray, float]:
+    """One run in a fresh Python process (per-trial µs and the run's seconds): no run inherits the
+    heap, caches or garbage of the runs before it (Optuna's trial objects slowed our later runs by up to
+    1.7x when all shared one process)."""
+    import json
+    import subprocess
+    import sys
+
+    code = ("import json, sys; sys.path.insert(0, %r); import bench_searcher_cost as b; "
+            "print(json.dumps(b.one_run(%r, %r, %d, %d, %d, %d)))"
+            % (str(Path(__file__).resolve().parent), kind, family, seed, trials, population, sample))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    doc = json.loads(out.strip().splitlines()[-1])
+    return np.asarray(doc["us"]), float(doc["seconds"])
+
+
+def one_run(kind: str, family: str, seed: int, trials: int, population: int, sample: int) -> dict:
+    """Time one searcher run here (the child side of :func:`run_fresh`)."""
+    logging.basicConfig(level=logging.ERROR)
+    table = load_nb201()
+    searcher, to_genome = (ours(kind, seed, population, sample) if family == "ours"
+                           else optuna_searcher(kind, seed))
+    t0 = time.perf_counter()
+    us = time_trials(searcher, to_genome, table, trials)
+    return {"us": [round(float(v), 3) for v in us], "seconds": time.perf_counter() - t0}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=10_000, help="trials per run of our searchers")
@@ -105,7 +149,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tag", default="", help="suffix of the result file names")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)
-    table = load_nb201()
     n2 = min(args.optuna_trials, args.trials)
     runs = [("aging", f"ours: aging P={args.population} S={args.sample}", "ours", args.trials),
             ("tournament", f"ours: tournament P={args.population} S={args.sample}", "ours", args.trials),
@@ -120,11 +163,7 @@ def main(argv: list[str] | None = None) -> None:
     for seed in range(args.repeats):
         speeds.append(python_speed_us())
         for kind, label, family, trials in runs:
-            searcher, to_genome = (ours(kind, seed, args.population, args.sample) if family == "ours"
-                                   else optuna_searcher(kind, seed))
-            t0 = time.perf_counter()
-            us = time_trials(searcher, to_genome, table, trials)
-            total = time.perf_counter() - t0
+            us, total = run_fresh(kind, family, seed, trials, args.population, args.sample)
             stats = per_run[label]
             stats["med"].append(median(us))
             stats["p90"].append(percentile(us, 90))
@@ -143,7 +182,8 @@ def main(argv: list[str] | None = None) -> None:
     rows = [[*row[:3], f"{row[3]:.1f}", f"{row[4]:.1f}", f"{row[5]:.1f}", f"{nsga / row[5]:.1f}x",
              f"{row[6]:.2f}"] for row in summary]
     notes = [machine_note() + f"; CPU {cpu_model()}",
-             "Cost per trial = suggest + on_trial_complete, one trial at a time, no Ray runtime; the table "
+             "Cost per trial = suggest + on_trial_complete, one trial at a time, no Ray runtime, each run in a fresh "
+             "Python process, garbage collector off while timing (as timeit does; collected before each run); the table "
              "lookup itself is not timed (wall clock, perf_counter_ns; medians drop the trials a busy core "
              f"preempted). CPU-speed probe: sum(range(1000)) takes {speed:.1f} µs (median over the rounds "
              f"of the best of 5; {min(speeds):.1f}-{max(speeds):.1f}); scale by it to compare machines. "
@@ -160,7 +200,13 @@ def main(argv: list[str] | None = None) -> None:
              "in a 10k-trial run over the 15,625 cells a child may need several mutations (about 5-6 per "
              "trial on average); aging draws its parent's rank directly (one uniform number) instead of the "
              "125-individual sample; tournament draws its sample as the head of one permutation and keeps "
-             "the sample's worst for the removal; NB201 mutates by cell index (no decode/encode)."]
+             "the sample's worst for the removal; NB201 mutates by cell index (no decode/encode), scalar "
+             "uniforms come from a buffer (nasq.evolution.rng) and the population's numpy mirrors are built "
+             "only for strategies that use them.",
+             "Spread of the per-run 'first %d' medians (min-max over the repeats; the VM's speed varies "
+             "between runs, see the probe): " % n2
+             + "; ".join(f"{label} {min(per_run[label]['first']):.1f}-{max(per_run[label]['first']):.1f}"
+                         for _, label, _, _ in runs) + "."]
     headers = ["searcher", "trials/run", "repeats", "median µs/trial", "p90 µs/trial",
                f"median µs, first {n2}", "NSGA-II / this (first n)", "s/run"]
     write_results("searcher_cost" + (f"_{args.tag}" if args.tag else ""),
