@@ -4,9 +4,6 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.nasq-installed
 PYTEST_ARGS ?=
-# Test files run on two pytest-xdist workers (one file stays on one worker, so its module fixtures, e.g.
-# a `ray start` cluster, are built once); most Ray tests wait on start-up and subprocesses, not on CPU.
-TEST_WORKERS ?= 2
 
 .PHONY: install demo test bench clean
 
@@ -22,7 +19,7 @@ demo: install
 	$(VENV)/bin/nasq demo
 
 test: install
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(PY) -m pytest $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info
