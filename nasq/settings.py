@@ -547,9 +547,12 @@ class SpaceEvoSettings(ExperimentSettings):
         built = pred.meta.get("hyperspace", pred.meta.get("space"))  # `nasq latency build` records it
         try:
             other = space_from_name(built).hyperspace if isinstance(built, str) else None
-        except ConfigError:  # a block space of the latency data set, not a hyperspace: nothing to compare
+        except ConfigError:
             other = None
-        if other is not None and other != lut.hyperspace:
+        if other is None:  # a hand-made block space (or none recorded) need not cover the hyperspace's blocks
+            raise ConfigError(f"predictor {self.predictor} was built for {built or 'an unrecorded block set'}, "
+                              f"not for a hyperspace; build one with `nasq latency build --hyperspace {name}`")
+        if other != lut.hyperspace:
             raise ConfigError(f"predictor {self.predictor} was built for hyperspace {built}, the table for "
                               f"{name}; build one with `nasq latency build --hyperspace {name}`")
         return dataclasses.replace(self, hyperspace=self.hyperspace or name, lut_version=lut.version,

@@ -175,6 +175,8 @@ DAMAGE = {
     "json garbage": (lambda d: (d / LUT_JSON).write_text("{not json"), "not valid JSON"),
     "foreign json": (_json_edit(format="nasq-latency-predictor"), "not a nasq accuracy table"),
     "format version": (_json_edit(format_version=99), "format version 99"),
+    "format version true": (_json_edit(format_version=True), "format version True"),
+    "format version float": (_json_edit(format_version=1.0), "format version 1.0"),
     "unknown hyperspace": (_json_edit(hyperspace="spaceevo-huge"), "spaceevo-huge"),
     "missing column": (lambda d: (d / LUT_CSV).write_text(
         (d / LUT_CSV).read_text().replace("nsr_int8", "nsr_int4", 1)), "lacks column(s) ['nsr_int8']"),
@@ -276,3 +278,21 @@ def test_lut_json_may_name_the_builders_uniform_mean_estimator(tmp_path):
     bad = write_lut(tmp_path / "b", records, {**META, "estimator": "oracle"})
     with pytest.raises(DataError, match="names estimator 'oracle'"):
         AccuracyLUT.load(bad)
+
+
+def test_teacher_checkpoint_of_another_format_version_is_refused(tmp_path):
+    """A teacher file written by another nasq format version is one CheckpointError line, not a silent load."""
+    import torch
+
+    from nasq.bkd.teacher import TEACHER_FORMAT, TEACHER_VERSION, Teacher, load_teacher
+    from nasq.errors import CheckpointError
+
+    h = space_from_name("spaceevo-tiny").hyperspace
+    state = Teacher(h, "mbv1").state_dict()
+    good = {"format": TEACHER_FORMAT, "version": TEACHER_VERSION, "block_type": "mbv1", "state_dict": state}
+    torch.save(good, tmp_path / "good.pt")
+    load_teacher(tmp_path / "good.pt", h, "mbv1")
+    for version in (TEACHER_VERSION + 1, True):
+        torch.save({**good, "version": version}, tmp_path / "old.pt")
+        with pytest.raises(CheckpointError, match="format version"):
+            load_teacher(tmp_path / "old.pt", h, "mbv1")

@@ -86,7 +86,8 @@ def start_lut(directory: str | Path, *, name: str | None = None, detached: bool 
         opts["lifetime"] = "detached"
     remote = ray.remote(num_cpus=0, max_restarts=MAX_RESTARTS, max_task_retries=MAX_RESTARTS)(LUTActor)
     handle = remote.options(**opts).remote(table.path)
-    return _STARTED.setdefault(name, handle)
+    _STARTED[name] = handle  # the live handle (get_if_exists), never one of an actor that died for good
+    return handle
 
 
 def get_actor(name: str) -> Any:

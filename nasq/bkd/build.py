@@ -34,7 +34,7 @@ from pathlib import Path
 
 from nasq.bkd.rows import ESTIMATOR
 from nasq.bkd.train import COLUMNS
-from nasq.errors import CheckpointError, NasqError
+from nasq.errors import CheckpointError, ConfigError, NasqError
 from nasq.settings import LutSettings
 
 log = logging.getLogger(__name__)
@@ -80,9 +80,14 @@ def atomic_write(path: Path, text: str) -> None:
         raise
 
 
+BUILD_VERSION = 1  # bump when the training or evaluation code changes the table's numbers
+
+
 def fingerprint(settings: LutSettings) -> str:
-    """Hash of the settings that change the table's numbers."""
-    return hashlib.sha256(json.dumps(settings.result_fields(), sort_keys=True).encode()).hexdigest()[:16]
+    """Hash of the settings (and the build code's version) that change the table's numbers (§4.5):
+    a resumed build keeps only parts made with the same."""
+    doc = {"build_version": BUILD_VERSION, **settings.result_fields()}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def rows_csv(rows: list[dict]) -> str:
@@ -203,6 +208,10 @@ def build_lut(settings: LutSettings, out: str | Path) -> BuildReport:
     skipped = [part_name(i, t) for i, t in parts if read_done(out, i, t, fp)]
     todo = [(i, t) for i, t in parts if part_name(i, t) not in skipped]
     log.info("LUT build %s: %d parts to train, %d already done", out, len(todo), len(skipped))
+    cpus = ray.cluster_resources().get("CPU", 0)
+    if todo and settings.cpus_per_task > cpus:  # such tasks would wait for ever
+        raise ConfigError(f"--cpus-per-task {settings.cpus_per_task:g} is more than the cluster's {cpus:g} CPUs; "
+                          f"pass --cpus-per-task {max(1.0, cpus):g} or fewer")
     task = ray.remote(run_part).options(num_cpus=settings.cpus_per_task, max_retries=settings.retries)
     refs = {task.remote(str(out), i, t, settings.to_config(), str(out / TEACHER_FILE)): part_name(i, t)
             for i, t in todo}
@@ -232,6 +241,9 @@ def merge(settings: LutSettings, out: Path, parts: list[tuple[int, str]], teache
     for i, t in parts:
         rows_path, _ = part_paths(out, i, t)
         done = read_done(out, i, t, fp)
+        if done is None or not rows_path.is_file():
+            raise CheckpointError(f"part {part_name(i, t)} of {out} has no finished rows; rerun the same "
+                                  "command to train it")
         body = rows_path.read_text().split("\n", 1)[1]
         text += body if body.endswith("\n") or not body else body + "\n"
         seconds[part_name(i, t)] = done["seconds"]

@@ -322,7 +322,7 @@ def _parse_meta(path: Path, data: bytes) -> dict:
         raise DataError(f"{path} names estimator {meta.get('estimator')!r}; this nasq knows "
                         f"{list(ESTIMATORS)}; upgrade nasq or {FIX}")
     version = meta.get("format_version", meta.get("version"))
-    if version != LUT_FORMAT_VERSION:
+    if isinstance(version, bool) or not isinstance(version, int) or version != LUT_FORMAT_VERSION:
         raise DataError(f"{path} has table format version {version!r}, this nasq reads "
                         f"{LUT_FORMAT_VERSION}; {FIX} with this nasq version")
     return meta

@@ -113,6 +113,10 @@ def load_teacher(path: str | Path, hyperspace: Hyperspace, block_type: str = "mb
                               "written by `nasq lut build` (teacher.pt) or a Teacher state_dict") from None
     info: dict = {}
     if isinstance(doc, dict) and doc.get("format") == TEACHER_FORMAT:
+        version = doc.get("version")
+        if isinstance(version, bool) or version != TEACHER_VERSION:
+            raise CheckpointError(f"teacher checkpoint {path} has format version {version!r}, this nasq reads "
+                                  f"{TEACHER_VERSION}; rebuild it with `nasq lut build` or pass a state_dict")
         block_type, info, state = doc.get("block_type", block_type), dict(doc.get("info") or {}), doc.get(
             "state_dict")
     else:
