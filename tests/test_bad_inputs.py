@@ -88,7 +88,7 @@ def newest(run_dir: Path, pattern: str) -> Path:
 def nb201_run(ray_session, nb201_table, tmp_path_factory) -> Path:
     """A small finished NB201 run made by `nasq search nb201` (real Ray Tune)."""
     storage = tmp_path_factory.mktemp("nb201-runs")
-    code = cli_main.main(["search", "nb201", "--table", str(nb201_table), "--samples", "6", "--population",
+    code = cli_main.main(["search", "nb201", "--table", str(nb201_table), "--samples", "4", "--population",
                           "3", "--sample-size", "2", "--searcher", "tournament", "--storage", str(storage),
                           "--name", "base"])
     assert code == 0
@@ -104,7 +104,7 @@ def jasq_run(ray_session, tmp_path_factory) -> tuple[Path, str]:
     """A tiny finished JASQ run and its best genome trained once by `nasq train` (model.pt, report.json)."""
     storage = tmp_path_factory.mktemp("jasq-runs")
     code = cli_main.main(["search", "jasq", "--dataset", "digits", "--data-limit", "300", "--cells", "1",
-                          "--channels", "4", "--combinations", "2", "--train-steps", "4", "--batch-size", "32",
+                          "--channels", "4", "--combinations", "2", "--train-steps", "2", "--batch-size", "32",
                           "--samples", "2", "--population", "2", "--sample-size", "1", "--storage",
                           str(storage), "--name", "jasq"])
     assert code == 0

@@ -25,8 +25,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
 # The real `nasq` command, run in a child process with this interpreter.
 CLI = "import sys; from nasq.cli.main import main; sys.exit(main(sys.argv[1:]))"
-SPREAD_SAMPLES = 8
-LOSS_SAMPLES = 8
+SPREAD_SAMPLES = 4
+LOSS_SAMPLES = 6
 # slow cells (each sleeps >= 0.75 x --sim-time) that the searches evaluate first
 _C3, _C1 = "nor_conv_3x3", "nor_conv_1x1"
 SLOW_POINTS = tuple(f"|{a}~0|+|{b}~0|{_C3}~1|+|{_C3}~0|{_C3}~1|{_C3}~2|"
@@ -87,9 +87,36 @@ def _helper(table: str, storage: str) -> dict:
                                text=True, timeout=150)
         out["resume"] = {"rc": again.returncode, "stdout": again.stdout[-3000:],
                          "stderr": again.stderr[-3000:]}
+        out["lost"] = _doctored_resume(cluster.address, table, storage)
         return out
     finally:
         cluster.shutdown()
+
+
+def _doctored_resume(address: str, table: str, storage: str) -> dict:
+    """A small search on the cluster, its state doctored as a node loss can leave it, then a resume."""
+    first = subprocess.run(_search(address, table, storage, "lost", 4, 0.0), capture_output=True, text=True,
+                           timeout=150)
+    out: dict = {"first": {"rc": first.returncode, "log": first.stdout[-3000:] + first.stderr[-3000:]}}
+    if first.returncode != 0:
+        return out
+    run_dir = Path(storage) / "lost"
+    snapshot = sorted(run_dir.glob("experiment_state-*.json"))[-1]
+    doc = json.loads(snapshot.read_text())
+    state = json.loads(doc["trial_data"][0][0])
+    lost = state["trial_id"]
+    state["status"] = "RUNNING"  # as Tune left the trial on the lost node
+    doc["trial_data"][0][0] = json.dumps(state)
+    snapshot.write_text(json.dumps(doc))
+    log = run_dir / "completions.jsonl"
+    lines = [x for x in log.read_text().splitlines() if json.loads(x)["trial_id"] != lost]
+    lines.append(json.dumps({"trial_id": lost, "status": "ERROR", "time": 1.0}))
+    log.write_text("\n".join(lines) + "\n")
+    out.update(lost_trial=lost, log_before=log.read_text())
+    again = subprocess.run([sys.executable, "-c", CLI, "resume", str(run_dir), "--address", address],
+                           capture_output=True, text=True, timeout=150)
+    out["again"] = {"rc": again.returncode, "log": again.stdout[-3000:] + again.stderr[-3000:]}
+    return out
 
 
 def _kill_processes_naming(marker: str) -> None:
@@ -225,48 +252,24 @@ def test_resume_after_the_loss_counts_the_lost_trial_once(cluster_runs):
     assert statuses == dict(zip(after["trial_id"], after["status"]))
 
 
-def _local_env(ray_tmp: str) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "NASQ_RAY"))}
-    return {**env, "RAY_TMPDIR": ray_tmp, "NASQ_RAY_DASHBOARD": "0"}
-
-
-def test_resume_keeps_a_trial_lost_with_its_node_errored(tmp_path, nb201_table):
+def test_resume_keeps_a_trial_lost_with_its_node_errored(cluster_runs):
     """The on-disk state a node loss can leave (seen in the loss search above, not in every run): Tune's
     snapshot holds the lost trial as RUNNING while the driver's completion log says ERROR. A resume must
-    keep it errored instead of running it again (which would count its genome twice)."""
-    ray_tmp = tempfile.mkdtemp(prefix="nasq-ray-", dir="/tmp")
-    try:
-        cmd = [sys.executable, "-c", CLI, "search", "nb201", "--table", str(nb201_table), "--storage",
-               str(tmp_path), "--name", "lost", "--samples", "4", "--population", "2", "--sample-size", "2"]
-        first = subprocess.run(cmd, env=_local_env(ray_tmp), capture_output=True, text=True, timeout=300)
-        assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-        run_dir = tmp_path / "lost"
-        snapshot = sorted(run_dir.glob("experiment_state-*.json"))[-1]
-        doc = json.loads(snapshot.read_text())
-        state = json.loads(doc["trial_data"][0][0])
-        lost = state["trial_id"]
-        state["status"] = "RUNNING"  # as Tune left the trial on the lost node
-        doc["trial_data"][0][0] = json.dumps(state)
-        snapshot.write_text(json.dumps(doc))
-        log = run_dir / "completions.jsonl"
-        lines = [x for x in log.read_text().splitlines() if json.loads(x)["trial_id"] != lost]
-        lines.append(json.dumps({"trial_id": lost, "status": "ERROR", "time": 1.0}))
-        log.write_text("\n".join(lines) + "\n")
-        before = log.read_text()
-        again = subprocess.run([sys.executable, "-c", CLI, "resume", str(run_dir), "--address", "local"],
-                               env=_local_env(ray_tmp), capture_output=True, text=True, timeout=300)
-        assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
-        trials = _trials(run_dir)
-        assert len(trials) == 4 and trials["trial_id"].is_unique
-        assert trials.loc[trials["trial_id"] == lost, "status"].tolist() == ["ERROR"]  # not run again
-        assert log.read_text() == before  # no second completion of the lost trial
-        statuses = {json.loads(t[0])["trial_id"]: json.loads(t[0])["status"]
-                    for t in json.loads(sorted(run_dir.glob("experiment_state-*.json"))[-1].read_text())
-                    ["trial_data"]}
-        assert statuses[lost] == "ERROR"
-    finally:
-        _kill_processes_naming(ray_tmp)
-        shutil.rmtree(ray_tmp, ignore_errors=True)
+    keep it errored instead of running it again (which would count its genome twice). Run on the module's
+    cluster (the helper doctors the state between the search and the resume) to spare two Ray starts."""
+    out, storage = cluster_runs
+    case = out["lost"]
+    assert case["first"]["rc"] == 0, case["first"]["log"]
+    assert case["again"]["rc"] == 0, case["again"]["log"]
+    run_dir, lost = storage / "lost", case["lost_trial"]
+    trials = _trials(run_dir)
+    assert len(trials) == 4 and trials["trial_id"].is_unique
+    assert trials.loc[trials["trial_id"] == lost, "status"].tolist() == ["ERROR"]  # not run again
+    assert (run_dir / "completions.jsonl").read_text() == case["log_before"]  # no second completion
+    statuses = {json.loads(t[0])["trial_id"]: json.loads(t[0])["status"]
+                for t in json.loads(sorted(run_dir.glob("experiment_state-*.json"))[-1].read_text())
+                ["trial_data"]}
+    assert statuses[lost] == "ERROR"
 
 
 if __name__ == "__main__":  # the helper process of the `cluster_runs` fixture

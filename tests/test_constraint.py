@@ -227,11 +227,11 @@ def test_nb201_hard_limit_through_real_tune(ray_session, latency_cfg, tmp_path):
 
     searcher = make_searcher("aging", "nb201", population_size=4, sample_size=2, metric="val_acc", mode="max",
                              seed=0, constraint=make_constraint(latency_cfg), extra_config=latency_cfg)
-    tuner = tune.Tuner(nb201_trainable, tune_config=tune.TuneConfig(search_alg=searcher, num_samples=8,
+    tuner = tune.Tuner(nb201_trainable, tune_config=tune.TuneConfig(search_alg=searcher, num_samples=6,
                                                                     max_concurrent_trials=2),
                        run_config=tune.RunConfig(storage_path=str(tmp_path), name="lat", verbose=0))
     frame = tuner.fit().get_dataframe()
-    assert len(frame) == 8 and frame["feasible"].all() and (frame["latency_ms"] <= 3.9).all()
+    assert len(frame) == 6 and frame["feasible"].all() and (frame["latency_ms"] <= 3.9).all()
 
 
 @pytest.mark.ray
@@ -244,12 +244,12 @@ def test_nb201_search_with_a_limit_counts_redraws_in_its_status(ray_session, lat
     from nasq.status import read_live
 
     options = NB201Settings(**{k: v for k, v in latency_cfg.items()})
-    settings = SearchSettings("nb201", options, searcher="aging", population_size=4, sample_size=2, samples=10,
+    settings = SearchSettings("nb201", options, searcher="aging", population_size=4, sample_size=2, samples=6,
                               storage=str(tmp_path), name="lim")
     run_dir = runner.run_search(settings, verbose=0)
     state = json.loads(runner.newest_searcher_state(run_dir).read_text())["strategy"]
     live = read_live(run_dir)
-    assert live.done == 10 and live.failed == 0 and live.infeasible == 0
+    assert live.done == 6 and live.failed == 0 and live.infeasible == 0
     assert state["counters"]["infeasible_redrawn"] > 0  # 78 % of the cells are over 3.9 ms on Eyeriss
     assert live.redrawn == state["counters"]["infeasible_redrawn"]
     assert f"{live.redrawn} over the limit redrawn" in live.summary()

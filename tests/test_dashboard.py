@@ -47,40 +47,30 @@ def _get(url: str, headers: dict, timeout: float = 20.0) -> tuple[int, str]:
 
 
 def _dashboard_case() -> dict:
-    import ray
-
-    from nasq.runner import connect_ray
-
-    url = connect_ray(None)
-    out = {"url": url, "ping": _ping(), "ray_version": ray.__version__}
-    if url and urlsplit(url).hostname == "127.0.0.1":
-        # Ray's token auth (on by default for a new local Ray) guards the API; its client sends the token
-        from ray._private.authentication.http_token_authentication import get_auth_headers_if_auth_enabled
-
-        headers = get_auth_headers_if_auth_enabled({})
-        status, body = _get(f"{url}/api/version", headers)
-        out["version"] = {"status": status, **(json.loads(body) if status == 200 else {})}
-        out["anonymous_status"] = _get(f"{url}/api/version", {})[0] if headers else None
-    ray.shutdown()
-    return out
-
-
-def _search_case() -> dict:
-    """A small NB201 search on a local Ray with its dashboard, then the dashboard's state API over HTTP."""
+    """A local Ray with its dashboard: its version API, then a small NB201 search on that same Ray and the
+    dashboard's state API over HTTP (one Ray start for both)."""
     import ray
 
     from nasq import runner
     from nasq.cli.submit import auth_headers
 
     url = runner.connect_ray(None)
+    out = {"url": url, "ping": _ping(), "ray_version": ray.__version__}
     assert url and urlsplit(url).hostname == "127.0.0.1", url
+    # Ray's token auth (on by default for a new local Ray) guards the API; its client sends the token
+    from ray._private.authentication.http_token_authentication import get_auth_headers_if_auth_enabled
+
+    headers = get_auth_headers_if_auth_enabled({})
+    status, body = _get(f"{url}/api/version", headers)
+    out["version"] = {"status": status, **(json.loads(body) if status == 200 else {})}
+    out["anonymous_version_status"] = _get(f"{url}/api/version", {})[0] if headers else None
     settings = runner.SearchSettings("nb201", {"table": os.environ["NASQ_TEST_TABLE"], "sim_time": 0.3},
                                      searcher="aging", population_size=3, sample_size=2, samples=5,
                                      concurrency=2, seed=3, storage=os.environ["NASQ_TEST_STORAGE"],
                                      name="dash")
     run_dir = runner.run_search(settings, verbose=0)
     headers = auth_headers()  # the token `ray get-auth-token` prints, as a bearer token
-    out = {"run_dir": str(run_dir), "auth": [f"{k}: {v.split()[0]}" for k, v in headers.items()]}
+    out.update({"run_dir": str(run_dir), "auth": [f"{k}: {v.split()[0]}" for k, v in headers.items()]})
     for what in ("actors", "tasks"):
         status, body = _get(f"{url}/api/v0/{what}?detail=1&limit=10000", headers)
         out[what] = {"status": status, "rows": json.loads(body)["data"]["result"]["result"] if body else []}
@@ -125,13 +115,20 @@ def _run_case(case: str, **extra_env: str) -> tuple[dict, list[str]]:
         shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
-def test_local_ray_serves_its_dashboard_on_localhost():
-    out, left = _run_case("dashboard")
+@pytest.fixture(scope="module")
+def dashboard_run(nb201_table, tmp_path_factory) -> tuple[dict, list[str]]:
+    """One local Ray with its dashboard and a search on it, shared by the dashboard and state API tests."""
+    return _run_case("dashboard", NASQ_TEST_TABLE=str(nb201_table),
+                     NASQ_TEST_STORAGE=str(tmp_path_factory.mktemp("dash")), NASQ_RAY_NUM_CPUS="2")
+
+
+def test_local_ray_serves_its_dashboard_on_localhost(dashboard_run):
+    out, left = dashboard_run
     assert out["ping"] == 42
     parts = urlsplit(out["url"])
     assert parts.scheme == "http" and parts.hostname == "127.0.0.1" and parts.port
     assert out["version"]["status"] == 200 and out["version"]["ray_version"] == out["ray_version"]
-    assert out["anonymous_status"] in (None, 401)  # with Ray's token auth on, no token no answer
+    assert out["anonymous_version_status"] in (None, 401)  # with Ray's token auth on, no token no answer
     assert left == []
 
 
@@ -142,11 +139,10 @@ def test_without_a_dashboard_ray_still_starts():
     assert left == []
 
 
-def test_state_api_lists_the_trials_and_the_search_status(nb201_table, tmp_path):
+def test_state_api_lists_the_trials_and_the_search_status(dashboard_run):
     import pandas as pd
 
-    out, left = _run_case("search", NASQ_TEST_TABLE=str(nb201_table), NASQ_TEST_STORAGE=str(tmp_path),
-                          NASQ_RAY_NUM_CPUS="2")
+    out, left = dashboard_run
     assert left == []
     assert out["auth"] == ["Authorization: Bearer"]  # Ray's token auth is on: the token went in the header
     assert out["anonymous_status"] == 401 and out["actors"]["status"] == 200 and out["tasks"]["status"] == 200
@@ -174,6 +170,6 @@ def test_state_api_lists_the_trials_and_the_search_status(nb201_table, tmp_path)
 
 
 if __name__ == "__main__":  # the helper process of `_run_case`
-    cases = {"dashboard": _dashboard_case, "fallback": _fallback_case, "search": _search_case}
+    cases = {"dashboard": _dashboard_case, "fallback": _fallback_case}
     result = cases[sys.argv[1]]()
     print(json.dumps(result), flush=True)

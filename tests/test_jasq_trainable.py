@@ -12,7 +12,7 @@ from nasq.settings import SearchSettings
 from nasq.trainables.jasq import JasqTrainable, net_config_of, prepare, splits_of
 
 GENOME = "N:0,1,sep3x3,identity;2,0,avg3x3,zero|R:1,0,identity,sep5x5;0,2,max3x3,sep3x3|B:8,4,16,8,4"
-CFG = {"combinations": 2, "cells": 1, "channels": 4, "train_steps": 10, "batch_size": 32,
+CFG = {"combinations": 2, "cells": 1, "channels": 4, "train_steps": 3, "batch_size": 32,
        "target_size_mb": 0.001, "gamma": -0.5}
 
 

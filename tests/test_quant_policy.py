@@ -101,7 +101,7 @@ def test_search_cli_on_digits_writes_table_with_uniform_baselines(tmp_path, ray_
             "--train-epochs",
             "1",
             "--samples",
-            "3",
+            "2",
             "--report-top",
             "1",
             "--population",

@@ -124,11 +124,32 @@ def ray_start_cluster():
         yield cluster
 
 
+def _command(cluster: dict, table: Path, storage: Path, name: str) -> list[str]:
+    return [sys.executable, "-c", CLI, "search", "nb201", "--samples", str(SAMPLES), "--population", "2",
+            "--sample-size", "2", "--address", cluster["address"], "--table", str(table),
+            "--storage", str(storage), "--name", name]
+
+
 def _search(cluster: dict, table: Path, storage: Path, name: str, env: dict) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-c", CLI, "search", "nb201", "--samples", str(SAMPLES), "--population", "2",
-           "--sample-size", "2", "--address", cluster["address"], "--table", str(table),
-           "--storage", str(storage), "--name", name]
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(_command(cluster, table, storage, name), env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
+def _searches(cluster: dict, table: Path, storage: Path,
+              runs: dict[str, dict]) -> dict[str, subprocess.CompletedProcess]:
+    """Several searches (name -> env) against one cluster at once: each its own CLI process."""
+    procs = {name: subprocess.Popen(_command(cluster, table, storage, name), env=env, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True) for name, env in runs.items()}
+    done = {}
+    try:
+        for name, proc in procs.items():
+            out, err = proc.communicate(timeout=300)
+            done[name] = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+    return done
 
 
 def _check_run(cluster: dict, run_dir: Path, proc: subprocess.CompletedProcess) -> None:
@@ -147,18 +168,16 @@ def test_cluster_from_ray_start_requires_a_token(ray_start_cluster):
     assert _gcs_answers(ray_start_cluster["address"], token, 10.0) is True
 
 
-def test_search_joins_with_the_token_in_home(ray_start_cluster, nb201_table, tmp_path):
-    proc = _search(ray_start_cluster, nb201_table, tmp_path, "home-token", ray_start_cluster["env"])
-    _check_run(ray_start_cluster, tmp_path / "home-token", proc)
-
-
-def test_search_joins_with_the_token_in_ray_auth_token(ray_start_cluster, nb201_table, tmp_path):
+def test_search_joins_with_the_token_in_home_or_in_ray_auth_token(ray_start_cluster, nb201_table, tmp_path):
+    # both ways to find the token, as two searches run side by side on the one cluster
     empty_home = tmp_path / "home"
     empty_home.mkdir()
     token = (ray_start_cluster["home"] / ".ray" / "auth_token").read_text()
-    env = {**ray_start_cluster["env"], "HOME": str(empty_home), "RAY_AUTH_TOKEN": token}
-    proc = _search(ray_start_cluster, nb201_table, tmp_path, "env-token", env)
-    _check_run(ray_start_cluster, tmp_path / "env-token", proc)
+    env_token = {**ray_start_cluster["env"], "HOME": str(empty_home), "RAY_AUTH_TOKEN": token}
+    runs = _searches(ray_start_cluster, nb201_table, tmp_path,
+                     {"home-token": ray_start_cluster["env"], "env-token": env_token})
+    _check_run(ray_start_cluster, tmp_path / "home-token", runs["home-token"])
+    _check_run(ray_start_cluster, tmp_path / "env-token", runs["env-token"])
 
 
 def _one_line_error(proc: subprocess.CompletedProcess) -> str:
@@ -170,13 +189,12 @@ def _one_line_error(proc: subprocess.CompletedProcess) -> str:
 def test_missing_or_wrong_token_is_one_line_naming_the_fix(ray_start_cluster, nb201_table, tmp_path):
     empty_home = tmp_path / "home"
     empty_home.mkdir()
-    none = _search(ray_start_cluster, nb201_table, tmp_path, "no-token", {**ray_start_cluster["env"],
-                                                                          "HOME": str(empty_home)})
-    line = _one_line_error(none)
+    runs = _searches(ray_start_cluster, nb201_table, tmp_path, {
+        "no-token": {**ray_start_cluster["env"], "HOME": str(empty_home)},
+        "bad-token": {**ray_start_cluster["env"], "RAY_AUTH_TOKEN": "0" * 64}})
+    line = _one_line_error(runs["no-token"])
     assert "token authentication" in line and "ray get-auth-token" in line and "RAY_AUTH_TOKEN" in line
-    wrong = _search(ray_start_cluster, nb201_table, tmp_path, "bad-token", {**ray_start_cluster["env"],
-                                                                            "RAY_AUTH_TOKEN": "0" * 64})
-    line = _one_line_error(wrong)
+    line = _one_line_error(runs["bad-token"])
     assert "refused the token in RAY_AUTH_TOKEN" in line and "ray get-auth-token" in line
     assert not (tmp_path / "no-token").exists() and not (tmp_path / "bad-token").exists()
 

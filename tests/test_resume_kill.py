@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
 # The real `nasq` command, run in a child process with this interpreter.
 CLI = "import sys; from nasq.cli.main import main; sys.exit(main(sys.argv[1:]))"
-SAMPLES = 40
+SAMPLES = 24
 
 
 def _env() -> dict:
@@ -67,7 +67,7 @@ def test_sigkill_then_resume_counts_every_trial_once(tmp_path, nb201_table):
     log = tmp_path / "search.log"
     search = [sys.executable, "-c", CLI, "search", "nb201", "--table", str(nb201_table), "--searcher",
               "tournament", "--population", "6", "--sample-size", "3", "--samples", str(SAMPLES),
-              "--sim-time", "0.4", "--seed", "7", "--storage", str(tmp_path), "--name", "kill"]
+              "--sim-time", "0.3", "--seed", "7", "--storage", str(tmp_path), "--name", "kill"]
     with open(log, "w") as out:
         proc = subprocess.Popen(search, stdout=out, stderr=subprocess.STDOUT, env=_env(),
                                 start_new_session=True)

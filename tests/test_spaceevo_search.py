@@ -33,7 +33,7 @@ from nasq.runfile import read_run_file
 from nasq.spaces.spaceevo import space_from_name
 
 TINY = space_from_name("spaceevo-tiny")
-P, S, SAMPLES, SUBNETS = 8, 3, 20, 300
+P, S, SAMPLES, SUBNETS = 8, 3, 12, 300
 CLI = "import sys; from nasq.cli.main import main; sys.exit(main(sys.argv[1:]))"
 
 
@@ -193,7 +193,8 @@ def test_killed_search_resumes_to_the_end(tmp_path, lut_dir, predictor_file, lim
     """SIGKILL the driver mid-search; `nasq resume DIR` finishes it with the same table and predictor."""
     env = {**os.environ, "NASQ_RAY_DASHBOARD": "0", "NASQ_RAY_NUM_CPUS": "2", "PYTHONUNBUFFERED": "1"}
     argv = _argv(lut_dir, predictor_file[0], limits, tmp_path, "killed")
-    argv[argv.index("--samples") + 1] = "30"
+    argv[argv.index("--samples") + 1] = "14"
+    argv[argv.index("--qt-subnets") + 1] = "100"  # the scores are not checked here, only the resume
     run_dir, log = tmp_path / "killed", tmp_path / "search.log"
     with open(log, "w") as out:
         proc = subprocess.Popen([sys.executable, "-c", CLI, *argv], stdout=out, stderr=subprocess.STDOUT,
@@ -204,7 +205,7 @@ def test_killed_search_resumes_to_the_end(tmp_path, lut_dir, predictor_file, lim
             assert proc.poll() is None, log.read_text()[-3000:]
             done = run_dir / "completions.jsonl"
             if sorted(run_dir.glob("nasq-searcher-state-*.json")) and done.exists() and \
-                    len(done.read_text().splitlines()) >= 12:
+                    len(done.read_text().splitlines()) >= 5:
                 break
             time.sleep(0.3)
         else:
@@ -217,7 +218,7 @@ def test_killed_search_resumes_to_the_end(tmp_path, lut_dir, predictor_file, lim
                              capture_output=True, text=True, timeout=400)
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
     trials = pd.read_csv(run_dir / "trials.csv")
-    assert trials["qt_score"].notna().sum() >= 30 and (run_dir / "spaceevo_best.json").is_file()
+    assert trials["qt_score"].notna().sum() >= 14 and (run_dir / "spaceevo_best.json").is_file()
 
 
 def test_resume_refuses_a_changed_table(run, tmp_path):

@@ -105,15 +105,21 @@ def test_submitted_search_runs_as_a_ray_job(ray_cluster, nb201_table, tmp_path):
     address, env = ray_cluster["address"], ray_cluster["env"]
     tokenless = tmp_path / "tokenless"
     tokenless.mkdir()
-    refused = subprocess.run([sys.executable, "-c", CLI, "submit", "--address", address, "search", "nb201",
-                              "--table", str(nb201_table)], env={**env, "HOME": str(tokenless)},
-                             capture_output=True, text=True, timeout=120)
-    err = refused.stderr.strip().splitlines()
-    assert refused.returncode == 2 and len(err) == 1 and "ray get-auth-token" in err[0], refused.stderr
+    # the refused and the accepted submission start side by side (two CLI processes, one import wait)
+    refused = subprocess.Popen([sys.executable, "-c", CLI, "submit", "--address", address, "search", "nb201",
+                                "--table", str(nb201_table)], env={**env, "HOME": str(tokenless)},
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     proc = subprocess.run(
         [sys.executable, "-c", CLI, "submit", "--address", address, "search", "nb201", "--table",
          str(nb201_table), "--searcher", "aging", "--population", "2", "--sample-size", "2", "--samples", "4",
          "--storage", str(tmp_path), "--name", "job"], env=env, capture_output=True, text=True, timeout=120)
+    try:
+        refused_err = refused.communicate(timeout=120)[1]
+    finally:
+        if refused.poll() is None:
+            refused.kill()
+    err = refused_err.strip().splitlines()
+    assert refused.returncode == 2 and len(err) == 1 and "ray get-auth-token" in err[0], refused_err
     assert proc.returncode == 0, proc.stdout + proc.stderr
     job_id = re.search(r"submitted Ray job (\S+)", proc.stdout).group(1)
     assert f"ray job logs -f {job_id}" in proc.stdout and "ray get-auth-token" in proc.stdout
@@ -122,7 +128,7 @@ def test_submitted_search_runs_as_a_ray_job(ray_cluster, nb201_table, tmp_path):
     deadline = time.monotonic() + 300
     while jobs.get_job_status(job_id) not in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
         assert time.monotonic() < deadline, jobs.get_job_logs(job_id)[-3000:]
-        time.sleep(2)
+        time.sleep(0.5)
     logs = jobs.get_job_logs(job_id)
     assert jobs.get_job_status(job_id) == JobStatus.SUCCEEDED, logs[-3000:]
     info = jobs.get_job_info(job_id)

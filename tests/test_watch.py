@@ -109,13 +109,13 @@ def test_watch_gives_up_on_a_silent_driver_of_another_host(tmp_path):
 @pytest.mark.slow
 @pytest.mark.ray
 def test_live_file_and_watched_report_update_while_the_search_runs(nb201_table, tmp_path):
-    samples = 8
+    samples = 6
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "NASQ_RAY"))}
     env.update(NASQ_RAY_NUM_CPUS="1", NASQ_RAY_DASHBOARD="0")
     search = subprocess.Popen(
         [sys.executable, "-c", CLI, "search", "nb201", "--table", str(nb201_table), "--searcher", "aging",
          "--population", "4", "--sample-size", "2", "--samples", str(samples), "--concurrency", "1",
-         "--sim-time", "1.5", "--storage", str(tmp_path), "--name", "live"],
+         "--sim-time", "1.2", "--storage", str(tmp_path), "--name", "live"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     run_dir = tmp_path / "live"
     watcher = None

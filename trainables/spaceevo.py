@@ -86,8 +86,9 @@ def start_lut(directory: str | Path, *, name: str | None = None, detached: bool 
         opts["lifetime"] = "detached"
     remote = ray.remote(num_cpus=0, max_restarts=MAX_RESTARTS, max_task_retries=MAX_RESTARTS)(LUTActor)
     handle = remote.options(**opts).remote(table.path)
-    _STARTED[name] = handle  # the live handle (get_if_exists), never one of an actor that died for good
-    return handle
+    # keep the first (owning) handle: a non-detached actor dies once its owner's handle is dropped, and the
+    # handle get_if_exists returns for a running actor does not own it
+    return _STARTED.setdefault(name, handle)
 
 
 def get_actor(name: str) -> Any:
