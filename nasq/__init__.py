@@ -26,7 +26,8 @@ _MODULES: dict[str, str] = {
 # public name -> module defining it
 _NAMES: dict[str, str] = {
     "SearchSettings": "nasq.settings", "NB201Settings": "nasq.settings", "JasqSettings": "nasq.settings",
-    "QuantPolicySettings": "nasq.settings", "run_search": "nasq.runner", "resume_search": "nasq.runner",
+    "QuantPolicySettings": "nasq.settings", "SpaceEvoSettings": "nasq.settings", "LutSettings": "nasq.settings",
+    "qt_score": "nasq.qt_score", "AccuracyLUT": "nasq.bkd.table", "run_search": "nasq.runner", "resume_search": "nasq.runner",
     "make_searcher": "nasq.searchers", "AgingEvolutionSearcher": "nasq.searchers",
     "TournamentSelectionSearcher": "nasq.searchers", "RandomSearcher": "nasq.searchers",
     "LatencyPredictor": "nasq.latency.predictor", "BlockSpec": "nasq.blocks.spec",

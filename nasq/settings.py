@@ -722,6 +722,6 @@ def _reusable_run_settings(settings: Any) -> Any:
     return doc
 
 
-__all__ = ["CONSTRAINT_MODES", "EXPERIMENT_SETTINGS", "ExperimentSettings", "JasqSettings", "NB201Settings",
-           "QuantPolicySettings", "SEARCH_FIELDS", "SpaceEvoSettings", "SearchSettings", "field_help", "flag",
-           "load_config", "settings_class"]
+__all__ = ["CONSTRAINT_MODES", "EXPERIMENT_SETTINGS", "ExperimentSettings", "JasqSettings", "LutSettings",
+           "NB201Settings", "QuantPolicySettings", "SEARCH_FIELDS", "SpaceEvoSettings", "SearchSettings",
+           "field_help", "flag", "load_config", "settings_class"]
