@@ -166,15 +166,18 @@ def test_every_score_is_the_plain_qt_score_under_all_limits(run, lut_dir, predic
     ({"--hyperspace": "spaceevo"}, "pass --hyperspace spaceevo-tiny:16"),
     ({"--predictor": "FOREIGN"}, "another device"),
     ({"--predictor": "OTHER-HYPERSPACE"}, "was built for hyperspace spaceevo:32"),
+    ({"--predictor": "BLOCK-SPACE"}, "not for a hyperspace; build one with `nasq latency build --hyperspace"),
     ({"--predictor": "/nonexistent/p.json"}, "no such file"),
 ])
 def test_bad_inputs_are_one_line_before_ray(tmp_path, capsys, lut_dir, predictor_file, limits, change,
                                             needle):
     argv = _argv(lut_dir, predictor_file[0], limits, tmp_path, "bad")
-    if change.get("--predictor") in ("FOREIGN", "OTHER-HYPERSPACE"):
+    if change.get("--predictor") in ("FOREIGN", "OTHER-HYPERSPACE", "BLOCK-SPACE"):
         pred = LatencyPredictor._from_doc(json.loads(predictor_file[0].read_text()))
         if change["--predictor"] == "FOREIGN":
             pred.fingerprint = {**device_fingerprint("ort-int8", 1), "cpu_model": "another-cpu"}
+        elif change["--predictor"] == "BLOCK-SPACE":  # a hand-made block space need not cover the hyperspace
+            pred.meta["space"] = "tiny"
         else:
             pred.meta["space"] = "spaceevo:32"
         pred._version = None
