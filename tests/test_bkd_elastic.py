@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from torch.overrides import TorchFunctionMode
 
 from nasq.bkd.rows import StageSetting, estimate_losses, mixed_settings, uniform_settings
 from nasq.errors import ConfigError
-from nasq.quant.lsq import set_quant
+from nasq.quant.lsq import LsqActQuant, set_quant
 from nasq.spaces.spaceevo import SPACEEVO_TYPES, ElasticStage, space_from_name
 from nasq.spaces.spaceevo_subnet import BlockChoice
 from nasq.supernet.elastic import ElasticStageModule
@@ -121,3 +122,106 @@ def test_uniform_rows_and_the_uniform_mean_estimator_on_an_additive_table():
     np.testing.assert_allclose(est, [loss(s) for s in mixed], rtol=1e-12)
     with pytest.raises(ConfigError, match="no uniform setting"):
         estimate_losses(table, StageSetting(99, mixed[0].blocks).row(2)[None])
+
+
+# --- INT8 quantization points (SpaceEvo §4.5, §5): what an ONNX Runtime QDQ / TFLite graph reads ---
+
+class _RecordOps(TorchFunctionMode):
+    """Records the tensor operands of every add, multiply and global pool that torch runs."""
+
+    OPS = {"add": "add", "__add__": "add", "mul": "mul", "__mul__": "mul", "adaptive_avg_pool2d": "pool"}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[str, list[torch.Tensor]]] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        op = self.OPS.get(getattr(func, "__name__", ""))
+        if op is not None:
+            self.calls.append((op, [a for a in args if isinstance(a, torch.Tensor)]))
+        return func(*args, **(kwargs or {}))
+
+
+def _on_grid(t: torch.Tensor, q: LsqActQuant) -> bool:
+    """Whether every value of ``t`` is (k - z)·s for an integer k in [qmin, qmax] of quantizer ``q``."""
+    s, z = q.qparams()
+    k = t.detach().double() / s + z
+    return bool((k - k.round()).abs().max() < 1e-4 and k.min() > q.qmin - 1e-4 and k.max() < q.qmax + 1e-4)
+
+
+def _quantized_run(block_type: str, cin: int, width: int):
+    """A one-block stage (stride 1) with its quantizers on and initialised, then one recorded forward.
+
+    Returns the block, the recorded ops and the (quantizer input, quantizer output) of every
+    activation-quantizer call of that forward.
+    """
+    torch.manual_seed(2)
+    m = ElasticStageModule(_stage(block_type, stride=1))
+    _randomise_bn(m)
+    m.eval()
+    m.set_active((BlockChoice(width, 3, max(m.stage.expands)),))
+    x = torch.randn(2, cin, 8, 8)
+    set_quant(m, True)
+    quant_io: list[tuple[torch.Tensor, torch.Tensor]] = []
+    with torch.no_grad():
+        m(x)  # initialises every quantizer
+        hooks = [q.register_forward_hook(lambda mod, inp, out: quant_io.append((inp[0], out)))
+                 for q in m.modules() if isinstance(q, LsqActQuant)]
+        with _RecordOps() as rec:
+            m(x)
+    for h in hooks:
+        h.remove()
+    return m.blocks[0], rec.calls, quant_io
+
+
+_RESIDUAL_TYPES = ["mbv2", "mbv3", "fused_mb", "fused_mb_se", "resnet_bottleneck", "resnet_bottleneck_se"]
+_SE_TYPES = ["mbv3", "fused_mb_se", "resnet_bottleneck_se"]
+
+
+@pytest.mark.parametrize("block_type", _RESIDUAL_TYPES)
+def test_both_residual_add_operands_lie_on_their_int8_grids(block_type):
+    block, calls, _ = _quantized_run(block_type, 8, 8)  # cin == cout, stride 1: identity residual
+    adds = [ts for op, ts in calls if op == "add" and len(ts) == 2 and ts[0].dim() == 4]
+    assert len(adds) == 1
+    xq, y = adds[0]
+    assert _on_grid(xq, block.in_q), "identity operand is not the block's quantized input"
+    assert _on_grid(y, block.res_q), "residual branch enters the add unquantized"
+    assert not _on_grid(y, block.in_q)  # the grids differ, so the check tells the operands apart
+    assert len(torch.unique(y)) > 8  # a real int8 tensor, not a constant
+
+
+@pytest.mark.parametrize("block_type", ["resnet_bottleneck", "resnet_bottleneck_se"])
+def test_bottleneck_shortcut_conv_output_is_quantized_before_the_add(block_type):
+    block, calls, _ = _quantized_run(block_type, 12, 8)  # cin != cout: 1x1 shortcut conv
+    adds = [ts for op, ts in calls if op == "add" and len(ts) == 2 and ts[0].dim() == 4]
+    assert len(adds) == 1
+    short, y = adds[0]
+    assert _on_grid(short, block.short_q), "shortcut conv output enters the add unquantized"
+    assert _on_grid(y, block.res_q)
+    assert len(torch.unique(short)) > 8
+
+
+@pytest.mark.parametrize("block_type", _SE_TYPES)
+def test_se_pools_and_multiplies_one_quantized_input_by_a_quantized_gate(block_type):
+    block, calls, _ = _quantized_run(block_type, 8, 8)
+    se = block.se
+    muls = [ts for op, ts in calls if op == "mul" and len(ts) == 2 and ts[0].dim() == 4]
+    pools = [ts for op, ts in calls if op == "pool"]
+    assert len(muls) == 1 and len(pools) == 1
+    h, gate = muls[0]
+    assert gate.shape[-2:] == (1, 1) and h.shape[-2:] != (1, 1)
+    assert _on_grid(h, se.in_q), "SE multiplies an unquantized input"
+    assert _on_grid(gate, se.gate_q), "SE gate is not quantized before the multiply"
+    assert pools[0][0] is h  # the very tensor that is multiplied is the one pooled
+    assert len(torch.unique(h)) > 8 and len(torch.unique(gate)) > 2
+
+
+@pytest.mark.parametrize("block_type", SPACEEVO_TYPES)
+def test_no_tensor_is_fake_quantized_twice(block_type):
+    for cin in (8, 12):  # identity residual and the strided / projecting variant
+        _, _, quant_io = _quantized_run(block_type, cin, 8)
+        outs = [o for _, o in quant_io]
+        ins = [i for i, _ in quant_io]
+        assert len(quant_io) >= 2  # mbv1: its input and the pw input
+        assert not any(i is o for i in ins for o in outs), "a quantizer re-quantizes a quantized tensor"
+        assert len({id(i) for i in ins}) == len(ins), "two quantizers read the same tensor"

@@ -3,10 +3,16 @@
 Each operator holds its largest weights; the active size is read from the input (its channel count) and
 from explicit arguments (output channels, kernel), never sampled. Slicing keeps the *first* ``k``
 channels and the *centre* ``k×k`` of the largest kernel. Every convolution carries an LSQ+ weight
-quantizer (per-channel, sliced with the weight) and, unless its block quantizes its input once for
+quantizer (per-channel, sliced with the weight) and, unless its block quantizes that tensor once for
 several consumers, an LSQ+ input-activation quantizer (:mod:`nasq.quant.lsq`). Names mirror the static
 modules of :mod:`nasq.blocks.torch_blocks` (``conv``/``bn`` for ``ConvBNAct``'s ``0``/``1``) so weights
 can be copied into them (:func:`static_state`).
+
+:class:`DynamicSE` places its fake-quantization points where an INT8 graph (ONNX Runtime QDQ, TFLite)
+of ``SqueezeExcite`` has int8 tensors: the SE input once (``in_q``; that one tensor is both pooled and
+multiplied), the pooled vector and the ReLU output (the ``aq`` of ``reduce`` / ``expand``), and the
+gate (``gate_q``, the sigmoid / hard-sigmoid output) before the channel-wise multiply. The product is
+quantized by its consumer (the block's next conv or its residual quantizer).
 """
 
 from __future__ import annotations
@@ -99,19 +105,36 @@ class DynamicConvBNAct(nn.Module):
 
 
 class DynamicSE(nn.Module):
-    """Squeeze-and-excitation on the active ``c`` channels with ``se_channels(c)`` squeeze width."""
+    """Squeeze-and-excitation on the active ``c`` channels with ``se_channels(c)`` squeeze width.
 
-    def __init__(self, max_channels: int, gate: str = "sigmoid") -> None:
+    Fake-quantization points (SpaceEvo §5, INT8 QDQ placement): ``in_q`` on the input (the quantized
+    tensor is what is pooled and what is multiplied), the ``aq`` of ``reduce`` (the pooled vector) and
+    of ``expand`` (the ReLU output), ``gate_q`` on the gate before the multiply. The output is left
+    for the consumer to quantize.
+
+    Args:
+        max_channels: largest number of channels.
+        gate: ``"sigmoid"`` or ``"hsigmoid"``.
+        quant_input: quantize the input here; off only when the block already quantizes this very
+            tensor (then it must pass the quantized tensor in).
+    """
+
+    def __init__(self, max_channels: int, gate: str = "sigmoid", quant_input: bool = True) -> None:
         super().__init__()
         self.reduce = DynamicConv2d(max_channels, se_channels(max_channels), bias=True)
         self.expand = DynamicConv2d(se_channels(max_channels), max_channels, bias=True)
         self.gate = gate
+        self.in_q = LsqActQuant() if quant_input else None
+        self.gate_q = LsqActQuant()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c = x.shape[1]
+        if self.in_q is not None:
+            x = self.in_q(x)
         s = F.relu(self.reduce(F.adaptive_avg_pool2d(x, 1), se_channels(c)))
         s = self.expand(s, c)
-        return x * (F.hardsigmoid(s) if self.gate == "hsigmoid" else torch.sigmoid(s))
+        g = self.gate_q(F.hardsigmoid(s) if self.gate == "hsigmoid" else torch.sigmoid(s))
+        return x * g
 
 
 def static_state(dynamic: nn.Module, static: nn.Module) -> dict[str, torch.Tensor]:

@@ -12,9 +12,22 @@ that :meth:`nasq.spaces.spaceevo_subnet.CandidateSpace.blocks` writes for the sa
 ``se_channels``, residual when stride 1 and cin == cout, the strided stage-first block), so
 :meth:`ElasticStageModule.extract` returns that static chain with the weights copied and equal outputs.
 
-Fake quantization (LSQ+, :mod:`nasq.quant.lsq`): each block quantizes its input once (the tensor its
-first convs and its residual add read), every later conv its own input, every conv its weights
-per-channel; :func:`nasq.quant.lsq.set_quant` turns them on.
+Fake quantization (LSQ+, :mod:`nasq.quant.lsq`; SpaceEvo §4.5, §5) sits where an INT8 graph of the
+block (ONNX Runtime QDQ, TFLite) holds int8 tensors, each tensor quantized exactly once:
+
+- ``in_q``: the block input, once, for every reader (its first conv(s), the bottleneck's shortcut
+  conv, the identity operand of the residual add);
+- each later conv's ``aq``: its own input (the previous conv's activation output, or the SE output);
+- the SE (:class:`~nasq.supernet.dynamic_ops.DynamicSE`): its input once (``se.in_q``; the tensor that
+  is pooled and multiplied), the pooled vector and ReLU output (the SE convs' ``aq``), the gate
+  (``se.gate_q``) before the multiply;
+- ``res_q``: the residual branch (project / conv3 output, or the SE output after conv3) before the add,
+  so both add operands are int8; ``short_q``: the bottleneck's shortcut-conv output before the add;
+- every conv's weights, per-channel (``wq``).
+
+The sum (and a non-residual block's output) is quantized by the next block's ``in_q`` (or by the
+consumer of the stage). :func:`nasq.quant.lsq.set_quant` turns them all on; off (the default) every
+quantizer is the identity and the block equals its static module.
 """
 
 from __future__ import annotations
@@ -34,7 +47,7 @@ from nasq.supernet.dynamic_ops import DynamicConvBNAct, DynamicSE, static_state
 
 
 class _ElasticBlock(nn.Module):
-    """Common parts: the block's input quantizer and the residual rule."""
+    """Common parts: the block's input quantizer (``in_q``) and the residual rule."""
 
     def __init__(self, block_type: str, stride: int) -> None:
         super().__init__()
@@ -70,6 +83,7 @@ class ElasticMBConv(_ElasticBlock):
         self.dw = DynamicConvBNAct(mid, mid, max_kernel, stride, depthwise=True, act=act)
         self.se = DynamicSE(mid, "hsigmoid") if se else None
         self.project = DynamicConvBNAct(mid, max_cout, 1, act="none")
+        self.res_q = LsqActQuant()  # the project output, an operand of the residual add
 
     def forward(self, x: torch.Tensor, c: BlockChoice) -> torch.Tensor:
         xq = self.in_q(x)
@@ -81,7 +95,7 @@ class ElasticMBConv(_ElasticBlock):
         if self.se is not None:
             h = self.se(h)
         y = self.project(h, c.width)
-        return xq + y if self.residual(cin, c.width) else y
+        return xq + self.res_q(y) if self.residual(cin, c.width) else y
 
 
 class ElasticFusedMB(_ElasticBlock):
@@ -94,6 +108,7 @@ class ElasticFusedMB(_ElasticBlock):
         self.fused = DynamicConvBNAct(max_cin, mid, max_kernel, stride, act="relu6", quant_input=False)
         self.se = DynamicSE(mid, "sigmoid") if block_type == "fused_mb_se" else None
         self.project = DynamicConvBNAct(mid, max_cout, 1, act="none")
+        self.res_q = LsqActQuant()  # the project output, an operand of the residual add
 
     def forward(self, x: torch.Tensor, c: BlockChoice) -> torch.Tensor:
         xq = self.in_q(x)
@@ -102,7 +117,7 @@ class ElasticFusedMB(_ElasticBlock):
         if self.se is not None:
             h = self.se(h)
         y = self.project(h, c.width)
-        return xq + y if self.residual(cin, c.width) else y
+        return xq + self.res_q(y) if self.residual(cin, c.width) else y
 
 
 class ElasticBottleneck(_ElasticBlock):
@@ -117,6 +132,8 @@ class ElasticBottleneck(_ElasticBlock):
         self.conv3 = DynamicConvBNAct(mid, max_cout, 1, act="none")
         self.se = DynamicSE(max_cout, "sigmoid") if block_type == "resnet_bottleneck_se" else None
         self.shortcut = DynamicConvBNAct(max_cin, max_cout, 1, stride, act="none", quant_input=False)
+        self.res_q = LsqActQuant()  # the conv3 (or SE) output, an operand of the add
+        self.short_q = LsqActQuant()  # the shortcut-conv output, the other operand
 
     def forward(self, x: torch.Tensor, c: BlockChoice) -> torch.Tensor:
         xq = self.in_q(x)
@@ -125,8 +142,8 @@ class ElasticBottleneck(_ElasticBlock):
         y = self.conv3(self.conv2(self.conv1(xq, mid), mid, c.kernel), cout)
         if self.se is not None:
             y = self.se(y)
-        short = xq if self.residual(cin, cout) else self.shortcut(xq, cout)
-        return torch.relu(short + y)
+        short = xq if self.residual(cin, cout) else self.short_q(self.shortcut(xq, cout))
+        return torch.relu(short + self.res_q(y))
 
 
 def stage_specs(stage: ElasticStage, cin: int, blocks: Sequence[BlockChoice]) -> list[BlockSpec]:
