@@ -17,13 +17,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from nasq.runfile import COMPLETIONS_FILE, read_run_file
+from nasq.runfile import BEST_PNG, COMPLETIONS_FILE, TRIALS_CSV, read_run_file  # noqa: F401 (re-exported)
 from nasq.settings import SearchSettings
 
 logger = logging.getLogger(__name__)
 
-TRIALS_CSV = "trials.csv"
-BEST_PNG = "best_so_far.png"
 # Tune's bookkeeping keys, left out of trials.csv
 _TUNE_KEYS = {"timestamp", "training_iteration", "time_this_iter_s", "time_total_s", "pid", "hostname",
               "node_ip", "time_since_restore", "iterations_since_restore", "checkpoint_dir_name", "done",

@@ -21,6 +21,8 @@ RUN_FILE = "nasq-run.json"
 RUN_FORMAT = "nasq.run"
 RUN_VERSION = 2
 COMPLETIONS_FILE = "completions.jsonl"  # one JSON line per finished trial (nasq.searchers.callbacks)
+TRIALS_CSV = "trials.csv"  # the report's table of trials (nasq.report)
+BEST_PNG = "best_so_far.png"  # the report's best-so-far curve (nasq.report)
 RESUME_FIX = "pass the directory that `nasq search` printed (it holds nasq-run.json), or start a new search"
 
 

@@ -34,3 +34,16 @@ def test_help_renders(command, capsys):
     assert exc.value.code == 0
     out = capsys.readouterr().out
     assert out.startswith("usage: nasq")
+
+
+def test_parser_imports_neither_torch_nor_pandas():
+    """Every `nasq` process builds the whole parser first; the heavy libraries wait for the verb that
+    needs them, so `--help` and one-line errors answer at once (and each CLI process starts quickly)."""
+    import subprocess
+    import sys
+
+    probe = ("import sys; from nasq.cli.main import build_parser; build_parser(); "
+             "print(','.join(m for m in ('torch', 'pandas', 'ray', 'matplotlib') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "", f"building the parser imported {proc.stdout.strip()}"

@@ -17,8 +17,6 @@ import argparse
 import zlib
 from pathlib import Path
 
-import torch
-
 from nasq.errors import CheckpointError, ConfigError, NasqError
 
 
@@ -44,8 +42,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run)
 
 
-def load_state(path: str | Path) -> dict[str, torch.Tensor]:
+def load_state(path: str | Path) -> dict[str, "torch.Tensor"]:
     """Read a state dict with ``torch.load(weights_only=True)``; CheckpointError when unusable."""
+    import torch
+
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError as exc:
@@ -184,6 +184,8 @@ def _run(args: argparse.Namespace) -> int:
         f"compression {report.compression_ratio:.2f}x"
     )
     if args.verify:
+        import torch
+
         back = load_compressed(out)
         for name, w in state.items():
             expect = quantize_dequantize(w, bits.get(name, 32), bucket) if w.is_floating_point() else w

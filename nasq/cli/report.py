@@ -6,8 +6,8 @@ import argparse
 from pathlib import Path
 
 from nasq.errors import ConfigError
-from nasq.report import BEST_PNG, TRIALS_CSV, top_trials
 from nasq.runner import read_run_file, write_outputs
+from nasq.runfile import BEST_PNG, TRIALS_CSV  # not nasq.report (pandas): one-line errors stay quick
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -37,6 +37,8 @@ def _run(args: argparse.Namespace) -> int:
 def print_summary(run_dir: Path, top: int = 5, write: bool = False) -> None:
     """Print the run's best trials and where the report files are (writes them first if asked)."""
     import pandas as pd
+
+    from nasq.report import top_trials
 
     settings = read_run_file(run_dir)
     exp = settings.exp
