@@ -4,6 +4,7 @@ and the named table actor's batching and restart."""
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 
@@ -61,6 +62,54 @@ META = {"hyperspace": "spaceevo-tiny", "resolution": 16, "teacher": "hand-made",
         "seconds": {"0": 0.0}}
 
 
+def extreme_setting(h, stage: int, block_type: str, pick=max) -> str:
+    """Key of the uniform setting taking ``pick`` (max: the largest, min: the smallest) of every choice
+    (input width, depth, width, kernel, expand) of (``stage``, ``block_type``) in hyperspace ``h``."""
+    d = max(h.depths)
+    cin = pick(h.widths[stage - 1]) if stage else h.stem_width
+    depth, pad = pick(h.depths), [0] * (d - pick(h.depths))
+    w, k, e = pick(h.widths[stage]), pick(h.kernels), pick(h.expands_of(block_type))
+    return setting_key([cin, depth, *[w] * depth, *pad, *[k] * depth, *pad, *[e] * depth, *pad])
+
+
+def assert_table_is_plausible(records: list[dict], h, min_win: float = 2 / 3, min_log_ratio: float = 0.1,
+                              max_rho: float = -0.25, int8_tol: float = 0.02) -> dict:
+    """Assert that a §4.5 table's numbers mean something (rows as ``lut.csv`` dicts, str or numbers):
+
+    - fp32 NSR falls with capacity: the largest setting beats the smallest in at least ``min_win`` of the
+      (stage, type) pairs, by ``log(small / large) >= min_log_ratio`` on average over the pairs, and the
+      Spearman correlation of fp32 NSR with params within a pair is ``<= max_rho`` on average;
+    - quantization ran: ``nsr_int8 != nsr_fp32`` in every row, and on average INT8 is not below fp32 by
+      more than ``int8_tol`` (relative);
+    - the largest setting has strictly more FLOPs and params than the smallest in every pair.
+
+    Returns the observed statistics.
+    """
+    by_pair: dict = {}
+    for r in records:
+        by_pair.setdefault((int(r["stage"]), str(r["block_type"])), {})[str(r["setting"])] = r
+    wins, ratios, rhos = [], [], []
+    for (i, t), part in sorted(by_pair.items()):
+        big, small = part[extreme_setting(h, i, t, max)], part[extreme_setting(h, i, t, min)]
+        for c in ("flops", "params"):
+            assert float(big[c]) > float(small[c]), f"stage {i} {t}: {c} of the largest setting not above smallest"
+        wins.append(float(big["nsr_fp32"]) < float(small["nsr_fp32"]))
+        ratios.append(math.log(float(small["nsr_fp32"]) / float(big["nsr_fp32"])))
+        rhos.append(spearmanr([float(r["params"]) for r in part.values()],
+                              [float(r["nsr_fp32"]) for r in part.values()])[0])
+    fp32 = np.array([float(r["nsr_fp32"]) for r in records])
+    int8 = np.array([float(r["nsr_int8"]) for r in records])
+    stats = {"win": float(np.mean(wins)), "log_ratio": float(np.mean(ratios)), "rho": float(np.mean(rhos)),
+             "int8_same": int(np.sum(np.abs(int8 - fp32) <= 1e-9 * fp32)),
+             "int8_rel": float(np.mean((int8 - fp32) / fp32))}
+    assert stats["win"] >= min_win, f"largest setting beats smallest in only {stats['win']:.0%} of pairs"
+    assert stats["log_ratio"] >= min_log_ratio, f"largest beats smallest by log ratio {stats['log_ratio']:.3f}"
+    assert stats["rho"] <= max_rho, f"fp32 NSR vs params Spearman {stats['rho']:.2f} (capacity ignored)"
+    assert stats["int8_same"] == 0, f"{stats['int8_same']} rows with int8 NSR == fp32 NSR (no quantization)"
+    assert stats["int8_rel"] >= -int8_tol, f"int8 NSR below fp32 by {-stats['int8_rel']:.1%} on average"
+    return stats
+
+
 def write_tiny_lut(directory: Path, share: float = EVALUATED) -> Path:
     """A LUT directory in the contract format over spaceevo-tiny (deterministic)."""
     records, _ = tiny_records(share)
@@ -83,6 +132,39 @@ def test_setting_keys_parse_back_exactly():
     for bad in ("i16:c24_k3_e3.0", "i016:c24_k3_e3", "c24_k3_e3", "i16:c24_k3_e3,c24_k3_e3,c24_k3_e3"):
         with pytest.raises(ValueError):
             parse_setting(bad, max(H.depths))
+
+
+def test_table_plausibility_check_catches_corrupted_tables():
+    """The check that tests/test_bkd_build.py applies to its built table passes on the complete hand-made
+    table and fails on each corruption it is meant to catch."""
+    records = [r for r in tiny_records(share=1.0)[0] if r["block_type"] in ("mbv1", "fused_mb")]
+    stats = assert_table_is_plausible(records, H)
+    assert stats["win"] == 1.0 and stats["rho"] < -0.3 and stats["int8_rel"] > 0.09  # params: 10 x depth
+    extremes = {(i, t): (extreme_setting(H, i, t, max), extreme_setting(H, i, t, min))
+                for i in range(H.num_stages) for t in ("mbv1", "fused_mb")}
+
+    def swapped(r: dict) -> dict:  # the largest and smallest settings' losses exchanged
+        big, small = extremes[(r["stage"], r["block_type"])]
+        other = {big: small, small: big}.get(r["setting"])
+        return {**r, **{c: by_key[(r["stage"], r["block_type"], other)][c] for c in ("nsr_fp32", "nsr_int8")}
+                } if other else r
+
+    by_key = {(r["stage"], r["block_type"], r["setting"]): r for r in records}
+    perm = np.random.default_rng(0).permutation(len(records))
+    cheaper = {extremes[(r["stage"], r["block_type"])][0] for r in records}
+    corrupt = {
+        "loss column shuffled": ([{**r, "nsr_fp32": records[j]["nsr_fp32"]} for r, j in zip(records, perm)],
+                                 "Spearman|beats"),
+        "largest and smallest swapped": ([swapped(r) for r in records], "beats smallest"),
+        "no quantization": ([{**r, "nsr_int8": r["nsr_fp32"]} for r in records], "no quantization"),
+        "int8 far below fp32": ([{**r, "nsr_int8": 0.9 * float(r["nsr_fp32"])} for r in records],
+                                "below fp32 by 10"),
+        "largest not costlier": ([{**r, "params": 10} if r["setting"] in cheaper else r for r in records],
+                                 "params of the largest"),
+    }
+    for name, (bad, match) in corrupt.items():
+        with pytest.raises(AssertionError, match=match):  # a miss reports DID NOT RAISE for case `name`
+            assert_table_is_plausible(bad, H)
 
 
 def test_evaluated_rows_are_answered_exactly(lut):

@@ -13,7 +13,8 @@ When every part is done the table is merged into the LUT directory (the contract
 
 - ``DIR/lut.csv``: columns ``stage, block_type, setting, nsr_fp32, nsr_int8, flops, params`` (setting =
   :func:`nasq.spaces.spaceevo_subnet.setting_key`; FLOPs as MACs);
-- ``DIR/lut.json``: ``format`` ``nasq.accuracy-lut``, ``version`` 1, ``table_version`` (hash of lut.csv),
+- ``DIR/lut.json``: ``format`` ``nasq.accuracy-lut``, ``version`` 1 (both written by
+  :func:`nasq.bkd.table.write_lut_text`), ``table_version`` (hash of lut.csv),
   ``hyperspace`` (its :func:`nasq.spaces.spaceevo.space_from_name` name) and ``resolution``, stages, types,
   max depth, teacher info, data, ``estimator`` (:data:`TABLE_ESTIMATOR`, the reader's estimator of
   settings without a row), the uniform-mean estimator's held-out error per part (``uniform_mean_error``),
@@ -22,9 +23,7 @@ When every part is done the table is merged into the LUT directory (the contract
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 import logging
 import os
@@ -32,20 +31,19 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from nasq.bkd.rows import ESTIMATOR
-from nasq.bkd.train import COLUMNS
+from nasq.bkd.rows import COLUMNS, ESTIMATOR
+from nasq.bkd.table import RIDGE_ESTIMATOR, atomic_write, rows_csv, write_lut_text
 from nasq.errors import CheckpointError, ConfigError, NasqError
 from nasq.settings import LutSettings
 
 log = logging.getLogger(__name__)
 
-LUT_FORMAT, LUT_VERSION = "nasq.accuracy-lut", 1  # read by nasq.bkd.table
 PART_FORMAT = "nasq.lut.part"
 #: estimator the reader uses for settings without a row: nasq.bkd.table's ridge regression, which ranked
 #: the held-out mixed rows of the digits build better than the uniform mean (pooled Kendall τ 0.44 vs 0.34,
 #: better in 16 of 21 parts); the uniform mean's held-out error is still recorded (``uniform_mean_error``)
-TABLE_ESTIMATOR = "ridge-capacity-v1"
-BUILD_FILE, TEACHER_FILE, CSV_FILE, JSON_FILE = "build.json", "teacher.pt", "lut.csv", "lut.json"
+TABLE_ESTIMATOR = RIDGE_ESTIMATOR
+BUILD_FILE, TEACHER_FILE = "build.json", "teacher.pt"  # the LUT's own files: nasq.bkd.table.LUT_CSV/LUT_JSON
 
 
 @dataclass(frozen=True)
@@ -69,17 +67,6 @@ def part_paths(out: Path, stage: int, block_type: str) -> tuple[Path, Path]:
     return base.with_suffix(".csv"), base.with_name(base.name + ".done.json")
 
 
-def atomic_write(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary file next to ``path``, then ``os.replace`` it into place."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    try:
-        os.replace(tmp, path)
-    except OSError:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 BUILD_VERSION = 1  # bump when the training or evaluation code changes the table's numbers
 
 
@@ -88,15 +75,6 @@ def fingerprint(settings: LutSettings) -> str:
     a resumed build keeps only parts made with the same."""
     doc = {"build_version": BUILD_VERSION, **settings.result_fields()}
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def rows_csv(rows: list[dict]) -> str:
-    """The CSV text of table rows (header :data:`nasq.bkd.train.COLUMNS`)."""
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
-    w.writeheader()
-    w.writerows(rows)
-    return buf.getvalue()
 
 
 def read_done(out: Path, stage: int, block_type: str, fp: str) -> dict | None:
@@ -237,7 +215,7 @@ def merge(settings: LutSettings, out: Path, parts: list[tuple[int, str]], teache
     from nasq.spaces.spaceevo import space_from_name
 
     h = space_from_name(settings.hyperspace).hyperspace
-    text, seconds, estimator = ",".join(COLUMNS) + "\n", {}, {}
+    text, seconds, estimator = rows_csv([]), {}, {}
     for i, t in parts:
         rows_path, _ = part_paths(out, i, t)
         done = read_done(out, i, t, fp)
@@ -248,9 +226,7 @@ def merge(settings: LutSettings, out: Path, parts: list[tuple[int, str]], teache
         text += body if body.endswith("\n") or not body else body + "\n"
         seconds[part_name(i, t)] = done["seconds"]
         estimator[part_name(i, t)] = done["estimator"]
-    atomic_write(out / CSV_FILE, text)
-    meta = {"format": LUT_FORMAT, "version": LUT_VERSION,
-            "table_version": hashlib.sha256(text.encode()).hexdigest()[:16],
+    meta = {"table_version": hashlib.sha256(text.encode()).hexdigest()[:16],
             "hyperspace": settings.hyperspace, "resolution": h.resolution, "stages": h.num_stages,
             "types": list(settings.block_types or h.types), "max_depth": max(h.depths),
             "teacher": teacher, "data": {"dataset": settings.dataset, "data_seed": settings.data_seed,
@@ -259,5 +235,5 @@ def merge(settings: LutSettings, out: Path, parts: list[tuple[int, str]], teache
             "estimator": TABLE_ESTIMATOR, "uniform_mean_error": {"estimator": ESTIMATOR, "parts": estimator},
             "settings": settings.to_config(), "seconds": seconds,
             "seconds_total": round(sum(seconds.values()), 3)}
-    atomic_write(out / JSON_FILE, json.dumps(meta, indent=1))
+    write_lut_text(out, text, meta)  # lut.json gets the format and version fields first
     return seconds

@@ -32,6 +32,7 @@ both under-estimate mixed settings by ~0.07 NSR. So ``lut.json`` names the ridge
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import product
@@ -43,6 +44,12 @@ from nasq.spaces.spaceevo import ElasticStage
 from nasq.spaces.spaceevo_subnet import BlockChoice, setting_key
 
 ESTIMATOR = "uniform-mean-v1"
+#: columns of a table row (``lut.csv`` and the build's part files): the (stage, block type), the setting's
+#: :func:`setting_key`, its NSR losses in fp32 and INT8, and its FLOPs (MACs) and parameters
+COLUMNS = ("stage", "block_type", "setting", "nsr_fp32", "nsr_int8", "flops", "params")
+LOSS_COLUMNS = ("nsr_fp32", "nsr_int8")
+_SETTING = re.compile(r"i([1-9][0-9]*):(.+)")
+_BLOCK = re.compile(r"c([1-9][0-9]*)_k([1-9][0-9]*)_e([0-9]+(?:\.[0-9]+)?)")
 
 
 @dataclass(frozen=True)
@@ -151,22 +158,42 @@ def estimator_error(table: Mapping[str, float], held_out: Mapping[str, float], m
     from scipy.stats import kendalltau
 
     keys = list(held_out)
-    rows = np.stack([row_of_key(k, max_depth) for k in keys])
+    rows = np.stack([parse_setting(k, max_depth) for k in keys])
     est, real = estimate_losses(table, rows), np.array([held_out[k] for k in keys])
     tau = kendalltau(est, real).statistic if len(keys) > 1 else float("nan")
     return {"rows": len(keys), "mean_rel_error": float(np.mean(np.abs(est - real) / np.maximum(real, 1e-12))),
             "kendall_tau": None if not np.isfinite(tau) else float(tau)}
 
 
-def row_of_key(key: str, max_depth: int) -> np.ndarray:
-    """Parse a :func:`setting_key` (``i16:c24_k3_e4,...``) back into a numeric row."""
-    head, _, body = key.partition(":")
-    blocks = []
-    for tok in body.split(","):
-        w, k, e = tok[1:].split("_")
-        blocks.append(BlockChoice(int(w), int(k[1:]), float(e[1:])))
-    return StageSetting(int(head[1:]), tuple(blocks)).row(max_depth)
+def parse_setting(text: str, max_depth: int) -> np.ndarray:
+    """Inverse of :func:`setting_key`: the numeric setting row (2 + 3D floats) of ``text`` (§4.5 rows).
+
+    The one parser of the key grammar ``i<cin>:c<width>_k<kernel>_e<expand>,...`` (the table reader and
+    the estimator's error both use it); only the canonical form :func:`setting_key` writes is accepted.
+
+    Raises:
+        ConfigError: (a ``ValueError``) ``text`` is not a canonical setting key or is deeper than
+            ``max_depth``.
+    """
+    m = _SETTING.fullmatch(text)
+    blocks = [_BLOCK.fullmatch(b) for b in m.group(2).split(",")] if m else []
+    if not m or not all(blocks) or len(blocks) > max_depth:
+        raise ConfigError(f"setting {text!r} is not like 'i16:c24_k3_e4,c40_k5_e6' with <= {max_depth} "
+                          "blocks")
+    d = max_depth
+    row = np.zeros(2 + 3 * d)
+    row[0], row[1] = float(m.group(1)), float(len(blocks))
+    for j, b in enumerate(blocks):
+        row[2 + j], row[2 + d + j], row[2 + 2 * d + j] = (float(v) for v in b.groups())
+    if setting_key(row) != text:
+        raise ConfigError(f"setting {text!r} is not in canonical form (expected {setting_key(row)!r})")
+    return row
 
 
-__all__ = ["ESTIMATOR", "StageSetting", "block_choices", "estimate_losses", "estimator_error",
-           "mixed_settings", "random_setting", "row_of_key", "setting_from_row", "uniform_settings"]
+#: former name of :func:`parse_setting` (the same function)
+row_of_key = parse_setting
+
+
+__all__ = ["COLUMNS", "ESTIMATOR", "LOSS_COLUMNS", "StageSetting", "block_choices", "estimate_losses",
+           "estimator_error", "mixed_settings", "parse_setting", "random_setting", "row_of_key",
+           "setting_from_row", "uniform_settings"]

@@ -3,12 +3,13 @@
 A LUT directory (written by ``nasq lut build``) holds two files:
 
 ``lut.csv``
-    one row per evaluated stage setting, columns :data:`COLUMNS`: ``stage`` (0-based), ``block_type``,
-    ``setting`` (:func:`nasq.spaces.spaceevo_subnet.setting_key`, e.g. ``i16:c24_k3_e4,c40_k5_e6``),
+    one row per evaluated stage setting, columns :data:`COLUMNS` (:data:`nasq.bkd.rows.COLUMNS`): ``stage``
+    (0-based), ``block_type``, ``setting`` (:func:`nasq.spaces.spaceevo_subnet.setting_key`, e.g.
+    ``i16:c24_k3_e4,c40_k5_e6``, parsed by :func:`nasq.bkd.rows.parse_setting`),
     ``nsr_fp32``, ``nsr_int8`` (NSR losses of the elastic stage at that setting on the validation split),
     ``flops``, ``params``. Extra columns are allowed and ignored.
 ``lut.json``
-    ``format`` = :data:`LUT_FORMAT`, ``format_version`` (or ``version``) = :data:`LUT_FORMAT_VERSION`,
+    ``format`` = :data:`LUT_FORMAT`, ``version`` (or ``format_version``) = :data:`LUT_FORMAT_VERSION`,
     ``hyperspace`` (a :func:`nasq.spaces.spaceevo.space_from_name` name) and ``resolution``; ``teacher``,
     ``data`` and ``seconds`` (per stage) are recorded but not interpreted here.
 
@@ -27,6 +28,9 @@ under ``estimator`` (:data:`ESTIMATORS`: ``uniform-mean-v1`` is :func:`nasq.bkd.
 tables holding every uniform setting); an unknown name is refused. The table's ``version`` is a hash of
 both files' bytes, so two tables with equal version give equal answers.
 
+Both files are written only by :func:`write_lut_text` (:func:`write_lut` from row dicts; the builder
+:mod:`nasq.bkd.build` merges its parts through it).
+
 :class:`LUTServer` is the Ray-free body of the named table actor (``trainables/spaceevo.py``).
 """
 
@@ -34,60 +38,34 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import logging
 import math
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
+from nasq.bkd.rows import COLUMNS, ESTIMATOR, LOSS_COLUMNS, estimate_losses, parse_setting
 from nasq.errors import ConfigError, DataError
 from nasq.spaces.spaceevo import Hyperspace, SpaceEvoSpace, space_from_name
-from nasq.spaces.spaceevo_subnet import setting_key
 
 log = logging.getLogger(__name__)
 
 LUT_CSV = "lut.csv"
 LUT_JSON = "lut.json"
 LUT_FORMAT = "nasq.accuracy-lut"
-LUT_FORMAT_VERSION = 1
-COLUMNS = ("stage", "block_type", "setting", "nsr_fp32", "nsr_int8", "flops", "params")
-LOSS_COLUMNS = ("nsr_fp32", "nsr_int8")
+LUT_FORMAT_VERSION = 1  # written as "version"; the reader also accepts "format_version"
 MIN_FIT_ROWS = 12     # fewer evaluated rows of a (stage, type): its median answers every miss
 RIDGE = 1e-2          # ridge penalty on standardised features
 CLIP = (0.5, 2.0)     # estimates stay within [0.5 min, 2 max] of the pair's observed losses
 RIDGE_ESTIMATOR = "ridge-capacity-v1"
 #: estimator names lut.json may give under "estimator" (default: the ridge estimator of this module)
-ESTIMATORS = (RIDGE_ESTIMATOR, "uniform-mean-v1")
+ESTIMATORS = (RIDGE_ESTIMATOR, ESTIMATOR)
 FIX = "rebuild it with `nasq lut build --out DIR`"
-_SETTING = re.compile(r"i([1-9][0-9]*):(.+)")
-_BLOCK = re.compile(r"c([1-9][0-9]*)_k([1-9][0-9]*)_e([0-9]+(?:\.[0-9]+)?)")
-
-
-def parse_setting(text: str, max_depth: int) -> np.ndarray:
-    """Inverse of :func:`setting_key`: the numeric setting row (2 + 3D floats) of ``text`` (§4.5 rows).
-
-    Raises:
-        ValueError: ``text`` is not a canonical setting key or is deeper than ``max_depth``.
-    """
-    m = _SETTING.fullmatch(text)
-    blocks = [_BLOCK.fullmatch(b) for b in m.group(2).split(",")] if m else []
-    if not m or not all(blocks) or len(blocks) > max_depth:
-        raise ValueError(f"setting {text!r} is not like 'i16:c24_k3_e4,c40_k5_e6' with <= {max_depth} blocks")
-    d = max_depth
-    row = np.zeros(2 + 3 * d)
-    row[0], row[1] = float(m.group(1)), float(len(blocks))
-    for j, b in enumerate(blocks):
-        row[2 + j], row[2 + d + j], row[2 + 2 * d + j] = (float(v) for v in b.groups())
-    if setting_key(row) != text:
-        raise ValueError(f"setting {text!r} is not in canonical form (expected {setting_key(row)!r})")
-    return row
-
-
 def setting_features(rows: np.ndarray) -> np.ndarray:
     """Capacity features of stage setting rows (the estimator's inputs, SpaceEvo §4.5 table rows).
 
@@ -264,8 +242,6 @@ class _UniformMean:
     table: dict[str, float]
 
     def predict(self, rows: np.ndarray) -> np.ndarray:
-        from nasq.bkd.rows import estimate_losses
-
         try:
             return estimate_losses(self.table, rows)
         except ConfigError as exc:
@@ -436,23 +412,45 @@ def all_settings(h: Hyperspace, stage: int, block_type: str) -> np.ndarray:
     return np.array(out)
 
 
-def write_lut(directory: str | Path, records: Sequence[dict], meta: dict) -> Path:
-    """Write a §4.5 LUT directory in the format :meth:`AccuracyLUT.load` reads (``records``: dicts of
-    :data:`COLUMNS`; ``meta``: lut.json fields beside format and format_version). Atomic per file."""
+def atomic_write(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary file next to ``path``, then ``os.replace`` it into place (a §4.5 table
+    file or build part exists completely or not at all)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    try:
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def rows_csv(records: Sequence[dict]) -> str:
+    """The CSV text of §4.5 table rows: header :data:`COLUMNS`, ``\\n`` line ends, other keys ignored."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(COLUMNS), extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(records)
+    return buf.getvalue()
+
+
+def write_lut_text(directory: str | Path, csv_text: str, meta: dict) -> Path:
+    """Write a §4.5 LUT directory from the CSV text of its rows (header :data:`COLUMNS`, e.g.
+    :func:`rows_csv`) and its ``lut.json`` fields beside ``format`` and ``version``, which come first.
+    Atomic per file; the format :meth:`AccuracyLUT.load` reads (the one writer of it)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    doc = {"format": LUT_FORMAT, "format_version": LUT_FORMAT_VERSION, **meta}
-    tmp = directory / f".{LUT_CSV}.tmp"
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(COLUMNS), extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(records)
-    os.replace(tmp, directory / LUT_CSV)
-    tmp = directory / f".{LUT_JSON}.tmp"
-    tmp.write_text(json.dumps(doc, indent=1, sort_keys=True))
-    os.replace(tmp, directory / LUT_JSON)
+    doc = {"format": LUT_FORMAT, "version": LUT_FORMAT_VERSION, **meta}
+    atomic_write(directory / LUT_CSV, csv_text)
+    atomic_write(directory / LUT_JSON, json.dumps(doc, indent=1))
     return directory
 
 
-__all__ = ["AccuracyLUT", "COLUMNS", "LUTServer", "LUT_CSV", "LUT_FORMAT", "LUT_FORMAT_VERSION", "LUT_JSON",
-           "all_settings", "parse_setting", "setting_features", "write_lut"]
+def write_lut(directory: str | Path, records: Sequence[dict], meta: dict) -> Path:
+    """Write a §4.5 LUT directory from row dicts of :data:`COLUMNS` and ``lut.json`` fields
+    (:func:`write_lut_text` of :func:`rows_csv`)."""
+    return write_lut_text(directory, rows_csv(records), meta)
+
+
+__all__ = ["AccuracyLUT", "COLUMNS", "ESTIMATORS", "LOSS_COLUMNS", "LUTServer", "LUT_CSV", "LUT_FORMAT",
+           "LUT_FORMAT_VERSION", "LUT_JSON", "RIDGE_ESTIMATOR", "all_settings", "atomic_write", "parse_setting",
+           "rows_csv", "setting_features", "write_lut", "write_lut_text"]

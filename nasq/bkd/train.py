@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nasq.bkd.nsr import nsr_loss
-from nasq.bkd.rows import StageSetting, estimator_error, mixed_settings, random_setting, uniform_settings
+from nasq.bkd.rows import COLUMNS, StageSetting, estimator_error, mixed_settings, random_setting, uniform_settings
 from nasq.bkd.teacher import Teacher
 from nasq.blocks.cost import block_ops
 from nasq.quant.lsq import LsqActQuant, set_quant
@@ -41,7 +41,6 @@ from nasq.supernet.elastic import ElasticStageModule, stage_specs
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ("stage", "block_type", "setting", "nsr_fp32", "nsr_int8", "flops", "params")
 Maps = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
