@@ -268,6 +268,16 @@ def run_search(settings: SearchSettings, *, verbose: int = 1,
     return _finish(settings, run_dir)
 
 
+def search_in(settings: SearchSettings, run_dir: Path, *, verbose: int = 1) -> Path:
+    """Run a checked search to completion in ``run_dir``, a folder another workflow made and owns (the
+    SpaceEvo chain's phase 3, §4.4): Ray must be connected; nothing is removed when it fails."""
+    check_trial_cpus(settings, _cluster_cpus())
+    settings = _prepare(settings, run_dir, resumed=False)
+    write_run_file(run_dir, settings)
+    _fit(_new_tuner(settings, build_searcher(settings), run_dir, verbose))
+    return _finish(settings, run_dir)
+
+
 def _prepare(settings: SearchSettings, run_dir: Path, resumed: bool) -> SearchSettings:
     """Run the experiment's prepare hook; it may return settings with derived fields filled in."""
     if settings.exp.prepare is None:

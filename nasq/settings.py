@@ -498,11 +498,41 @@ class SpaceEvoSettings(ExperimentSettings):
     cpus_per_trial: float = 1.0  # CPUs Ray reserves for one trial
     lut_version: str | None = None  # content hash of the table (filled in before the search)
     predictor_version: str | None = None  # content hash of the predictor (filled in before the search)
+    # the whole chain (§4: predictor build -> LUT build -> space search), used only without --lut/--predictor
+    dataset: str | None = None  # chain: digits | cifar10 | npz:PATH (None: pass --lut and --predictor)
+    data_root: str | None = None  # torchvision CIFAR-10 folder (cifar10 only)
+    data_seed: int = 0  # seed of the train/val/test split
+    data_limit: int | None = None  # use at most this many examples (None: all)
+    predictor_samples: int = 250  # chain: body blocks measured for the predictor (`nasq latency build`)
+    predictor_calib_chains: int = 24  # chain: subnets measured to calibrate the predictor's chain overhead
+    predictor_repeats: int = 50  # chain: timed runs per latency measurement
+    predictor_warmup: int = 10  # chain: untimed runs before each measurement
+    predictor_actors: int = 2  # chain: measuring Ray actors, one CPU each (0: measure in the driver)
+    predictor_seed: int = 0  # chain: seed of the measured block and subnet draws
+    lut_teacher_checkpoint: str | None = None  # chain: trained teacher for the table (None: train one)
+    lut_teacher_type: str = LutSettings.teacher_type  # chain: block type of the widest teacher chain
+    lut_teacher_steps: int = LutSettings.teacher_steps  # chain: SGD steps to train the teacher
+    lut_steps: int = LutSettings.steps  # chain: fp32 sandwich steps per (stage, block type)
+    lut_qat_steps: int = LutSettings.qat_steps  # chain: LSQ+ INT8 sandwich steps after the fp32 phase
+    lut_batch_size: int = LutSettings.batch_size  # chain: examples per step of the table build
+    lut_lr: float = LutSettings.lr  # chain: Adam learning rate of the fp32 phase
+    lut_qat_lr: float = LutSettings.qat_lr  # chain: Adam learning rate of the LSQ+ phase
+    lut_eval_examples: int = LutSettings.eval_examples  # chain: validation examples per evaluated setting
+    lut_bn_batches: int = LutSettings.bn_batches  # chain: batches recalibrating BatchNorm per evaluation
+    lut_mixed_rows: int = LutSettings.mixed_rows  # chain: held-out mixed settings per (stage, type)
+    lut_seed: int = LutSettings.seed  # chain: initialisation, minibatch and setting draws of the table build
+    lut_cpus_per_task: float = LutSettings.cpus_per_task  # chain: CPUs of one (stage, type) training
+    lut_retries: int = LutSettings.retries  # chain: Ray retries of a training whose worker died
 
     def __post_init__(self) -> None:
         for name in ("lut", "predictor"):
             if getattr(self, name) is not None:
                 _set(self, name, _path(_str(name, getattr(self, name))))
+        if (self.lut is None) != (self.predictor is None):
+            given, other = ("--lut", "--predictor FILE") if self.lut else ("--predictor", "--lut DIR")
+            raise ConfigError(f"{given} needs {other} too: pass both, or neither and --data digits|cifar10|"
+                              "npz:PATH to build them first (the whole chain)")
+        self._check_chain_fields()
         _set(self, "constraints_ms", _floats("constraints_ms", self.constraints_ms) if self.constraints_ms
              else ())
         if self.hyperspace is not None:
@@ -521,15 +551,72 @@ class SpaceEvoSettings(ExperimentSettings):
         _str("lut_version", self.lut_version, optional=True)
         _str("predictor_version", self.predictor_version, optional=True)
 
+    def _check_chain_fields(self) -> None:
+        """Validate the whole-chain fields (§4): data, predictor counts and the ``lut_*`` training fields."""
+        if self.dataset is not None:
+            _check_data_fields(self)
+        else:
+            _int("data_seed", self.data_seed, 0)
+            if self.data_root is not None or self.data_limit is not None:
+                raise ConfigError("--data-root and --data-limit are for the whole chain; pass --data "
+                                  "digits|cifar10|npz:PATH too, or drop them")
+        for name, low in (("predictor_samples", 2), ("predictor_calib_chains", 0), ("predictor_repeats", 1),
+                          ("predictor_warmup", 0), ("predictor_actors", 0), ("predictor_seed", 0),
+                          ("lut_teacher_steps", 0), ("lut_steps", 1), ("lut_qat_steps", 0),
+                          ("lut_batch_size", 1), ("lut_eval_examples", 1), ("lut_bn_batches", 0),
+                          ("lut_mixed_rows", 0), ("lut_seed", 0), ("lut_retries", 0)):
+            _int(name, getattr(self, name), low)
+        for name in ("lut_lr", "lut_qat_lr", "lut_cpus_per_task"):
+            _set(self, name, _num(name, getattr(self, name), 0))
+        from nasq.spaces.spaceevo import SPACEEVO_TYPES
+
+        _str("lut_teacher_type", self.lut_teacher_type, choices=SPACEEVO_TYPES)
+        if self.lut_teacher_checkpoint is not None:
+            _set(self, "lut_teacher_checkpoint", _path(_str("lut_teacher_checkpoint",
+                                                            self.lut_teacher_checkpoint)))
+
+    @property
+    def is_chain(self) -> bool:
+        """Whether these settings run the whole chain (SpaceEvo §4): ``--data``, no --lut/--predictor."""
+        return self.dataset is not None and self.lut is None and self.predictor is None
+
+    def lut_settings(self) -> LutSettings:
+        """The accuracy-table build (§4.5) of the whole chain: the data fields, the ``lut_*`` fields and the
+        hyperspace (every block type: the search needs the whole table)."""
+        if self.dataset is None:
+            raise ConfigError("the whole chain needs --data digits|cifar10|npz:PATH")
+        own = {f.name for f in dataclasses.fields(LutSettings)}
+        values = {name[4:]: getattr(self, name) for name in (f.name for f in dataclasses.fields(self))
+                  if name.startswith("lut_") and name[4:] in own}
+        return LutSettings(dataset=self.dataset, data_root=self.data_root, data_seed=self.data_seed,
+                           data_limit=self.data_limit, hyperspace=self.hyperspace or LutSettings.hyperspace,
+                           **values)
+
+    def check_chain(self) -> "SpaceEvoSettings":
+        """The checks of the whole chain (§4) before Ray: limits, data set and teacher checkpoint; fills in
+        the hyperspace (default ``spaceevo``), which the predictor, the table and the search share."""
+        if not self.constraints_ms:
+            raise ConfigError("constraints_ms (--constraints-ms) is required: INT8 latency limits in ms "
+                              "like 5,10,15")
+        if self.lut_teacher_checkpoint is not None and not os.path.isfile(self.lut_teacher_checkpoint):
+            raise ConfigError(f"--lut-teacher-checkpoint {self.lut_teacher_checkpoint} is not a file; pass a "
+                              "teacher.pt of an earlier build or leave it out to train one")
+        self.lut_settings().check()
+        return dataclasses.replace(self, hyperspace=self.hyperspace or LutSettings.hyperspace)
+
     def check(self) -> "SpaceEvoSettings":
-        """Read the table and the predictor once before Ray; fill in the hyperspace and both versions."""
+        """Read the table and the predictor once before Ray; fill in the hyperspace and both versions
+        (the whole chain's settings get :meth:`check_chain`)."""
         from nasq.bkd.table import AccuracyLUT
         from nasq.latency.predictor import LatencyPredictor
         from nasq.spaces.spaceevo import space_from_name
 
+        if self.is_chain:
+            return self.check_chain()
         if not self.lut or not self.predictor:
             raise ConfigError("nasq search spaceevo needs --lut DIR (`nasq lut build`) and --predictor FILE "
-                              "(`nasq latency build --hyperspace ...`)")
+                              "(`nasq latency build --hyperspace ...`), or --data digits|cifar10|npz:PATH to "
+                              "build both first (the whole chain)")
         if not self.constraints_ms:
             raise ConfigError("constraints_ms (--constraints-ms) is required: INT8 latency limits in ms "
                               "like 5,10,15")

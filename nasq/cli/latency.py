@@ -14,8 +14,12 @@ import argparse
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from nasq.errors import ConfigError
+
+if TYPE_CHECKING:
+    from nasq.latency.evaluate import BuildReport
 
 DEFAULT_PREDICTOR = "latency/{engine}.predictor.json"
 
@@ -27,19 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     cmds.required = True
 
     b = cmds.add_parser("build", help="measure sampled blocks and fit the latency predictor")
-    _timing_args(b)
-    b.add_argument("--samples", type=int, default=250, help="body blocks to measure (default 250)")
-    where = b.add_mutually_exclusive_group()
-    where.add_argument("--space", default=None, help="hand-made block space: spaceevo-blocks "
-                       "(default) | tiny")
-    where.add_argument("--hyperspace", default=None, metavar="NAME[:RES]",
-                       help="measure the blocks a SpaceEvo hyperspace can hold (all types, widths, strides, "
-                       "resolutions; stem and head) and calibrate on its subnets: spaceevo[:RES] | "
-                       "spaceevo-tiny[:RES], e.g. spaceevo:224")
-    b.add_argument("--calib-chains", type=int, default=24,
-                   help="whole chains measured for the overhead (subnets for --hyperspace)")
-    b.add_argument("--seed", type=int, default=0)
-    b.add_argument("--out", help="predictor file (default latency/<engine>.predictor.json)")
+    _build_args(b)
     b.set_defaults(func=_build)
 
     e = cmds.add_parser("eval", help="accuracy on unseen whole models: within ±5/±10%%, RMSPE, PNG")
@@ -70,6 +62,74 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("keys", nargs="+", metavar="KEY")
     p.add_argument("--allow-foreign", action="store_true", help="accept a predictor from another device")
     p.set_defaults(func=_predict)
+
+
+def _build_args(b: argparse.ArgumentParser) -> None:
+    """The options of ``nasq latency build`` (also the defaults of :func:`build_options`)."""
+    _timing_args(b)
+    b.add_argument("--samples", type=int, default=250, help="body blocks to measure (default 250)")
+    where = b.add_mutually_exclusive_group()
+    where.add_argument("--space", default=None, help="hand-made block space: spaceevo-blocks "
+                       "(default) | tiny")
+    where.add_argument("--hyperspace", default=None, metavar="NAME[:RES]",
+                       help="measure the blocks a SpaceEvo hyperspace can hold (all types, widths, strides, "
+                       "resolutions; stem and head) and calibrate on its subnets: spaceevo[:RES] | "
+                       "spaceevo-tiny[:RES], e.g. spaceevo:224")
+    b.add_argument("--calib-chains", type=int, default=24,
+                   help="whole chains measured for the overhead (subnets for --hyperspace)")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--out", help="predictor file (default latency/<engine>.predictor.json)")
+
+
+def build_options(**given: object) -> argparse.Namespace:
+    """The options of ``nasq latency build`` as its parser gives them: its defaults, then ``given``
+    (e.g. ``hyperspace="spaceevo-tiny", samples=20``); for :func:`build_from_options` (SpaceEvo Sec. 4).
+
+    Raises:
+        ConfigError: a name that is no option of ``nasq latency build``.
+    """
+    parser = argparse.ArgumentParser(prog="nasq latency build", add_help=False)
+    _build_args(parser)
+    args = parser.parse_args([])
+    unknown = sorted(set(given) - set(vars(args)))
+    if unknown:
+        raise ConfigError(f"unknown `nasq latency build` option(s) {unknown}; known: {sorted(vars(args))}")
+    for name, value in given.items():
+        setattr(args, name, value)
+    return args
+
+
+def check_build(args: argparse.Namespace) -> tuple[str, Path]:
+    """Validate the options of ``nasq latency build`` before anything is measured or Ray starts (Sec. 4).
+
+    Returns:
+        The block space (or hyperspace view) to sample and the predictor file to write.
+
+    Raises:
+        ConfigError: a bad engine, space, count, timing option or output path (one line).
+    """
+    from nasq.latency.dataset import get_space
+    from nasq.latency.engines import resolve_engine
+    from nasq.latency.evaluate import check_counts
+
+    resolve_engine(args.engine)
+    space = _space_arg(args) or "spaceevo-blocks"
+    get_space(space)
+    check_counts(samples=args.samples, calib_chains=args.calib_chains, actors=args.actors, seed=args.seed)
+    _check_timing(args)
+    out = _check_out_file(Path(args.out or DEFAULT_PREDICTOR.format(engine=args.engine)))
+    return space, out
+
+
+def build_from_options(args: argparse.Namespace) -> "BuildReport":
+    """Measure, fit and save the predictor of ``nasq latency build`` (SpaceEvo Sec. 4): the options are
+    checked first (:func:`check_build`), then Ray is joined when measuring actors are asked for."""
+    from nasq.latency.evaluate import build_predictor
+
+    space, out = check_build(args)
+    return build_predictor(args.engine, space=space, samples=args.samples, calib_chains=args.calib_chains,
+                           actors=args.actors, settings=_settings(args, args.engine), seed=args.seed, out=out,
+                           stat=args.stat or "median")
 
 
 def _timing_args(parser: argparse.ArgumentParser, engine: bool = True) -> None:
@@ -131,19 +191,8 @@ def _settings(args: argparse.Namespace, engine: str):
 
 
 def _build(args: argparse.Namespace) -> int:
-    from nasq.latency.dataset import get_space
-    from nasq.latency.engines import resolve_engine
-    from nasq.latency.evaluate import build_predictor, check_counts
-
-    resolve_engine(args.engine)
-    space = _space_arg(args) or "spaceevo-blocks"
-    get_space(space)
-    check_counts(samples=args.samples, calib_chains=args.calib_chains, actors=args.actors, seed=args.seed)
-    _check_timing(args)
-    out = _check_out_file(Path(args.out or DEFAULT_PREDICTOR.format(engine=args.engine)))
-    rep = build_predictor(args.engine, space=space, samples=args.samples, calib_chains=args.calib_chains,
-                          actors=args.actors, settings=_settings(args, args.engine), seed=args.seed, out=out,
-                          stat=args.stat or "median")
+    rep = build_from_options(args)
+    out = rep.path
     p = rep.predictor
     print(f"nasq: measured {rep.blocks} blocks and {rep.chains} chains in {rep.measure_s:.1f} s; "
           f"predictor version {p.version} ({len(p.table)} table entries, "

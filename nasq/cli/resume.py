@@ -1,4 +1,5 @@
-"""``nasq resume DIR``: finish an interrupted search from its run directory."""
+"""``nasq resume DIR``: finish an interrupted search from its run directory (a whole SpaceEvo chain
+run, which holds ``chain.json``, continues at its first unfinished phase: :mod:`nasq.spaceevo_chain`)."""
 
 from __future__ import annotations
 
@@ -29,6 +30,15 @@ def _run(args: argparse.Namespace) -> int:
             print(hint, flush=True)
         print(f"nasq: resuming {run_dir}", flush=True)
 
+    from nasq.spaceevo_chain import is_chain_run
+
+    if is_chain_run(run_dir):  # a whole SpaceEvo chain: continue at its first unfinished phase (§4)
+        from nasq.cli.search_spaceevo import print_result
+        from nasq.spaceevo_chain import resume_chain
+
+        resume_chain(run_dir, address=args.address, on_connect=show,
+                     echo=lambda line: print(line, flush=True))
+        return print_result(run_dir)
     runner.resume_search(run_dir, address=args.address, on_connect=show)
     print_summary(run_dir)
     return 0
