@@ -71,9 +71,18 @@ def _dashboard_case() -> dict:
     run_dir = runner.run_search(settings, verbose=0)
     headers = auth_headers()  # the token `ray get-auth-token` prints, as a bearer token
     out.update({"run_dir": str(run_dir), "auth": [f"{k}: {v.split()[0]}" for k, v in headers.items()]})
-    for what in ("actors", "tasks"):
-        status, body = _get(f"{url}/api/v0/{what}?detail=1&limit=10000", headers)
-        out[what] = {"status": status, "rows": json.loads(body)["data"]["result"]["result"] if body else []}
+    # Ray reports task events to its state store asynchronously (about once a second): poll until the
+    # status actor's last task (the search's end) and one task per trial are listed, or give up after 30 s
+    deadline = time.monotonic() + 30.0
+    while True:
+        for what in ("actors", "tasks"):
+            status, body = _get(f"{url}/api/v0/{what}?detail=1&limit=10000", headers)
+            out[what] = {"status": status, "rows": json.loads(body)["data"]["result"]["result"] if body else []}
+        names = [t.get("name", "") for t in out["tasks"]["rows"]]
+        if (sum(n.startswith("trial ") for n in names) >= settings.samples
+                and any(n.startswith("search finished") for n in names)) or time.monotonic() > deadline:
+            break
+        time.sleep(1.0)
     out["anonymous_status"] = _get(f"{url}/api/v0/actors", {})[0]
     ray.shutdown()
     return out
