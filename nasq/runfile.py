@@ -31,13 +31,23 @@ def run_document(settings: SearchSettings) -> dict:
     return {"format": RUN_FORMAT, "version": RUN_VERSION, "settings": settings.to_dict()}
 
 
+def atomic_write(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary file next to ``path``, then ``os.replace`` it into place, so a run
+    file, a search snapshot or a §4.5 table file exists completely or not at all."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    try:
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def write_run_file(run_dir: str | Path, settings: SearchSettings) -> Path:
-    """Write the resolved settings to ``run_dir/nasq-run.json`` atomically (temp file, ``os.replace``)."""
-    run_dir = Path(run_dir)
-    tmp = run_dir / f".{RUN_FILE}.tmp"
-    tmp.write_text(json.dumps(run_document(settings), indent=2, sort_keys=True))
-    os.replace(tmp, run_dir / RUN_FILE)
-    return run_dir / RUN_FILE
+    """Write the resolved settings to ``run_dir/nasq-run.json`` atomically (:func:`atomic_write`)."""
+    path = Path(run_dir) / RUN_FILE
+    atomic_write(path, json.dumps(run_document(settings), indent=2, sort_keys=True))
+    return path
 
 
 def is_run_dir(path: str | Path) -> bool:

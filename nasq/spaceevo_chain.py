@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from nasq.errors import CheckpointError, ConfigError, bad_state
-from nasq.runfile import RUN_FILE, read_run_file, write_run_file
+from nasq.runfile import RUN_FILE, atomic_write, read_run_file, write_run_file
 from nasq.settings import SearchSettings, SpaceEvoSettings
 
 logger = logging.getLogger(__name__)
@@ -89,9 +89,7 @@ def new_chain_doc(run_dir: Path) -> dict:
 
 def write_chain(run_dir: Path, doc: dict) -> None:
     """Write ``chain.json`` atomically (temporary file, then ``os.replace``)."""
-    tmp = run_dir / f".{CHAIN_FILE}.tmp"
-    tmp.write_text(json.dumps(doc, indent=1))
-    os.replace(tmp, run_dir / CHAIN_FILE)
+    atomic_write(run_dir / CHAIN_FILE, json.dumps(doc, indent=1))
 
 
 def read_chain(run_dir: str | Path) -> dict:

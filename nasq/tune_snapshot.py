@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -45,9 +44,9 @@ def _settle_snapshot(path: Path, errored: set[str]) -> list[str]:
         entry[0], entry[1] = json.dumps(state, indent=2), json.dumps(meta)
         marked.append(str(state["trial_id"]))
     if marked:
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(doc))
-        os.replace(tmp, path)
+        from nasq.runfile import atomic_write
+
+        atomic_write(path, json.dumps(doc))
     return marked
 
 

@@ -51,6 +51,7 @@ import numpy as np
 
 from nasq.bkd.rows import COLUMNS, ESTIMATOR, LOSS_COLUMNS, estimate_losses, parse_setting
 from nasq.errors import ConfigError, DataError
+from nasq.runfile import atomic_write  # noqa: F401 (re-exported: nasq.bkd.build writes parts with it)
 from nasq.spaces.spaceevo import Hyperspace, SpaceEvoSpace, space_from_name
 
 log = logging.getLogger(__name__)
@@ -410,18 +411,6 @@ def all_settings(h: Hyperspace, stage: int, block_type: str) -> np.ndarray:
                     row[2 + j], row[2 + d + j], row[2 + 2 * d + j] = w, k, e
                 out.append(row)
     return np.array(out)
-
-
-def atomic_write(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary file next to ``path``, then ``os.replace`` it into place (a §4.5 table
-    file or build part exists completely or not at all)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    try:
-        os.replace(tmp, path)
-    except OSError:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def rows_csv(records: Sequence[dict]) -> str:
