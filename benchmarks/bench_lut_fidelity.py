@@ -43,13 +43,12 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import argparse
 import hashlib
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-from common import REPO, RESULTS, format_table, machine_note
+from common import REPO, RESULTS, cpu_model, format_table, machine_note
 
 TRAIN_NPZ = REPO.parent / "shared" / "data" / "cifar10" / "cifar10_train_20000.npz"
 TEST_NPZ = REPO.parent / "shared" / "data" / "cifar10" / "cifar10_test_2000.npz"
@@ -67,13 +66,6 @@ FULL = {"subnets": 20, "pool": 2000, "steps": 400, "batch_size": 64, "lr": 0.05,
 QUICK = {"subnets": 3, "pool": 200, "steps": 4, "batch_size": 32, "lr": 0.05, "calib_batches": 2,
          "lut": {"teacher_steps": 2, "steps": 2, "qat_steps": 1, "batch_size": 16, "eval_examples": 32,
                  "bn_batches": 0, "mixed_rows": 2, "data_limit": 1000}}
-
-
-def cpu_model() -> str:
-    """The CPU model name from ``lscpu`` (for the table header)."""
-    out = subprocess.run("lscpu | grep 'Model name'", shell=True, capture_output=True, text=True,
-                         check=False).stdout
-    return out.split(":", 1)[-1].strip() or "unknown CPU"
 
 
 def load_u8(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -359,7 +351,7 @@ def main(argv: list[str] | None = None) -> None:
     cmd = "`.venv/bin/python benchmarks/bench_lut_fidelity.py" + (f" {' '.join(sys.argv[1:])}" if argv is None
                                                                    else f" {flags}") + "`"
     notes = [
-        f"{machine_note()}; {cpu_model()}; 1-minute load average {load1:.2f} (max of start and end)",
+        f"{machine_note()}; 1-minute load average {load1:.2f} (max of start and end)",
         f"hyperspace `{args.hyperspace}` (resolution {cand.hyperspace.resolution}), space `{space}`",
         lut_note,
         (f"data: table and trainings on `cifar10_train_20000.npz` (table: its own train/val split"

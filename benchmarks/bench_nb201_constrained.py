@@ -40,7 +40,6 @@ import os
 import time
 
 import numpy as np
-from bench_searcher_cost import cpu_model
 from common import NB201_TABLE, RESULTS, format_table, machine_note, median, percentile, write_results
 
 from nasq.nb201_table import load_table
@@ -236,7 +235,7 @@ def run_grid(args: argparse.Namespace) -> None:
 def write_grid(args: argparse.Namespace, n_eval: int, n_cases: int, free_note: str, rows: list, picks: list,
                case_rows: list, raw: list) -> None:
     """Print and write ``results/<name>.md`` (summary and per-case tables) and the per-run CSV."""
-    notes = [machine_note() + f"; CPU {cpu_model()}",
+    notes = [machine_note(),
              f"Core path only (searchers driven without Ray), {n_eval} sequential evaluations per run, seeds "
              f"0..{args.seeds - 1} for every variant; children_per_parent=1 (NB201 has one mutation kind).",
              "gap = optimum - best test accuracy among the run's evaluations (pt). 'hard' columns: the limit "
@@ -290,7 +289,7 @@ def run_draws(args: argparse.Namespace) -> None:
                          f"{median(medians):.2f}", f"{max(medians):.2f}",
                          f"{sum(m <= TARGET for m in medians)}/{len(medians)}"])
             print(" | ".join(str(v) for v in rows[-1]), flush=True)
-    notes = [machine_note() + f"; CPU {cpu_model()}",
+    notes = [machine_note(),
              f"Core path, aging {SETTINGS}, {EVALUATIONS} sequential evaluations, seeds 0..{args.seeds - 1}; cases as "
              "in nb201_constrained.md (the issue's eyeriss 3.9 ms case, then the 10th and 30th latency percentile "
              "of five devices) on each data set's accuracy column.",
@@ -360,7 +359,7 @@ def main(argv: list[str] | None = None) -> None:
                          f"{(time.perf_counter() - t0) / seeds:.2f}"])
             print(" | ".join(str(v) for v in rows[-1]), flush=True)
     overall = ", ".join(f"{m} {median(v):.2f}" for m, v in gaps.items() if v)
-    notes = [machine_note() + f"; CPU {cpu_model()}",
+    notes = [machine_note(),
              f"{EVALUATIONS} evaluations per run, sequential; aging evolution {SETTINGS}; seeds 0..{args.seeds - 1} "
              "(core: searchers driven without Ray)" + (f"; tune: real Ray Tune, seeds 0..{args.tune_seeds - 1}"
                                                       if args.tune_seeds else "") + ".",

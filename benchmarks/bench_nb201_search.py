@@ -29,7 +29,6 @@ import os
 import time
 
 import numpy as np
-from bench_searcher_cost import cpu_model
 from common import NB201_CIFAR10_OPTIMUM, NB201_TABLE, load_nb201, machine_note, median, percentile, \
     write_results
 
@@ -220,7 +219,7 @@ def main(argv: list[str] | None = None) -> None:
             row.append(f"{median(values):.2f} / {percentile(values, 10):.2f} ({hits}/{len(values)})")
         row.append(f"{per_trial_ms:.1f}")
         summary.append(row)
-    notes = [machine_note() + f"; CPU {cpu_model()}",
+    notes = [machine_note(),
              f"Mode `{mode}`: " + ("real Ray Tune (Tuner + function trainable, ray.init(num_cpus=2), "
                                    "reuse_actors=True)" if mode == "tune" else "searchers driven without Ray")
              + f"; {args.trials} trials per run, concurrency {args.concurrency}; seeds: "

@@ -24,11 +24,10 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 import argparse
-import subprocess
 import time
 
 import numpy as np
-from common import REPO, median, percentile, write_results
+from common import REPO, cpu_model, median, percentile, write_results
 
 from nasq.latency.dataset import read_dataset
 from nasq.latency.predictor import LatencyPredictor
@@ -115,9 +114,7 @@ def main() -> None:
                 *timed(lambda: naive_score(cand, hyper_table, lut), args.naive_repeats))]
     load1 = max(load_before, os.getloadavg()[0])
     naive_med = median(results[-1][1])
-    model = subprocess.run("lscpu | grep 'Model name'", shell=True, capture_output=True, text=True,
-                           check=False).stdout
-    model = model.split(":", 1)[-1].strip() or "unknown CPU"
+    model = cpu_model()
     headers = ["method", "median s", "p25 s", "p75 s", "median CPU s", "repeats", "speed-up vs naive",
                "Q-T score"]
     table = [(name, f"{median(t):.4f}", f"{percentile(t, 25):.4f}", f"{percentile(t, 75):.4f}",

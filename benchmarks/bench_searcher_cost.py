@@ -90,27 +90,6 @@ def python_speed_us() -> float:
     return min(timeit.repeat(lambda: sum(range(1000)), number=2000, repeat=5)) / 2000 * 1e6
 
 
-def cpu_model() -> str:
-    """The CPU model name (``lscpu``'s 'Model name', else /proc/cpuinfo)."""
-    import subprocess
-
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name:"):
-                return line.split(":", 1)[1].strip()
-    except (OSError, subprocess.SubprocessError):
-        pass
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
-
-
 def run_fresh(kind: str, family: str, seed: int, trials: int, population: int, sample: int
               ) -> tuple[np.ndarray, float]:
     """One run in a fresh Python process (per-trial µs and the run's seconds): no run inherits the
@@ -181,7 +160,7 @@ def main(argv: list[str] | None = None) -> None:
     nsga = ref["Ray OptunaSearch + NSGAIISampler"][5]
     rows = [[*row[:3], f"{row[3]:.1f}", f"{row[4]:.1f}", f"{row[5]:.1f}", f"{nsga / row[5]:.1f}x",
              f"{row[6]:.2f}"] for row in summary]
-    notes = [machine_note() + f"; CPU {cpu_model()}",
+    notes = [machine_note(),
              "Cost per trial = suggest + on_trial_complete, one trial at a time, no Ray runtime, each run in a fresh "
              "Python process, garbage collector off while timing (as timeit does; collected before each run); the table "
              "lookup itself is not timed (wall clock, perf_counter_ns; medians drop the trials a busy core "

@@ -58,14 +58,23 @@ class Stopwatch:
         self.samples.append(time.perf_counter_ns() - self._t0)
 
 
+def cpu_model() -> str:
+    """This CPU's model name and its INT8-relevant ISA flags (:func:`nasq.latency.fingerprint.cpu_info`)."""
+    from nasq.latency.fingerprint import cpu_info
+
+    info = cpu_info()
+    flags = ",".join(info["cpu_flags"]) or "no AVX2/AVX-512 flags"
+    return f"{info['cpu_model']} ({flags})"
+
+
 def machine_note() -> str:
-    """One line describing the machine and whether it was quiet (1-minute load vs cores)."""
+    """One line describing the machine (CPU model) and whether it was quiet (1-minute load vs cores)."""
     cores = os.cpu_count() or 1
     load1 = os.getloadavg()[0]
     quiet = ("quiet" if load1 < 0.5
              else f"NOT quiet: 1-min load {load1:.2f} on {cores} cores, shared with other jobs")
     now = _dt.datetime.now(_dt.timezone.utc)
-    return (f"{now:%Y-%m-%d %H:%M} UTC, {platform.processor() or platform.machine()}, {cores} cores, "
+    return (f"{now:%Y-%m-%d %H:%M} UTC, CPU {cpu_model()}, {cores} cores, "
             f"Python {platform.python_version()}; machine {quiet}")
 
 
