@@ -98,7 +98,7 @@ def test_cli_exports_torchvision_state_dict(tmp_path, capsys) -> None:
         == 0
     )
     text = capsys.readouterr().out
-    assert f"{os.path.getsize(out) / MB:.4f} MB (Huffman" in text and "verified" in text
+    assert f"{os.path.getsize(out) / MB:.4f} MB (= file length" in text and "verified" in text
     back = load_compressed(out)
     assert torch.equal(
         back["features.0.weight"], quantize_dequantize(net.state_dict()["features.0.weight"], 4)
@@ -147,3 +147,102 @@ def test_cli_exports_jasq_genome_of_a_run(tmp_path, capsys) -> None:
         expect = quantize_dequantize(w, bits.get(name, 32)) if w.is_floating_point() else w
         assert torch.equal(back[name], expect), name
     assert f"{os.path.getsize(out) / MB:.4f} MB" in capsys.readouterr().out
+
+
+def _mixed_state() -> dict[str, torch.Tensor]:
+    """A large skewed tensor (Huffman wins), tiny ones (packing wins) and an integer counter."""
+    g = torch.Generator().manual_seed(3)
+    big = torch.distributions.Laplace(0.0, 0.05).sample((300, 400))
+    return {
+        "big": big,
+        "tiny": torch.randn(5, 3, generator=g),
+        "tiny16": torch.randn(9, generator=g),
+        "odd": torch.randn(13, generator=g),
+        "count": torch.tensor(12),
+    }
+
+
+MIXED_BITS = {"big": 4, "tiny": 8, "tiny16": 16, "odd": 3}
+
+
+def _header(path) -> dict:
+    import json
+    import struct
+    import zlib
+
+    data = path.read_bytes()
+    (hlen,) = struct.unpack("<I", data[8:12])
+    return json.loads(zlib.decompress(data[12 : 12 + hlen]))
+
+
+def test_per_tensor_forms_round_trip_bit_exact_and_size_is_file_length(tmp_path) -> None:
+    sd = _mixed_state()
+    path = tmp_path / "mixed.nasqz"
+    report = export_model(sd, MIXED_BITS, path, bucket_size=64)
+    assert report.size_mb_huffman * MB == os.path.getsize(path)
+    flags = {t[0]: t[4] for t in _header(path)["tensors"]}  # 1: Huffman-coded, 0: packed or raw
+    assert flags == {"big": 1, "tiny": 0, "tiny16": 0, "odd": 0, "count": 0}
+    assert report.num_packed_tensors == 3
+    back = load_compressed(path)
+    for name, w in sd.items():
+        if name in MIXED_BITS:
+            assert torch.equal(back[name], quantize_dequantize(w, MIXED_BITS[name], 64)), name
+        else:
+            assert torch.equal(back[name], w) and back[name].dtype == w.dtype
+    from nasq.quant.container import file_nbytes, plan
+
+    items = [(k, v, MIXED_BITS.get(k, 32)) for k, v in sd.items()]
+    for coding in ("huffman", "packed"):  # both single-form files are longer
+        assert os.path.getsize(path) < file_nbytes(plan(items, 64, coding=coding))
+
+
+def test_all_packed_file_loads_bit_exact(tmp_path) -> None:
+    from nasq.quant.container import plan
+    from nasq.quant.export import write_plan
+
+    sd = _mixed_state()
+    p = plan([(k, v, MIXED_BITS.get(k, 32)) for k, v in sd.items()], 64, coding="packed")
+    path = tmp_path / "packed.nasqz"
+    with open(path, "wb") as f:
+        write_plan(p, f)
+    assert {t[4] for t in _header(path)["tensors"]} == {0} and _header(path)["groups"] == []
+    back = load_compressed(path)
+    for name, bits in MIXED_BITS.items():
+        assert torch.equal(back[name], quantize_dequantize(sd[name], bits, 64)), name
+
+
+def _rewrite_header(p, doc: dict) -> None:
+    import json
+    import zlib
+
+    p.header = zlib.compress(json.dumps(doc, separators=(",", ":")).encode(), 9)
+
+
+def test_version_1_file_still_loads_and_unknown_version_fails_in_one_line(tmp_path) -> None:
+    from nasq.quant.container import FORMAT_VERSION, header_dict, plan
+    from nasq.quant.export import write_plan
+
+    assert FORMAT_VERSION == 2
+    sd = _mixed_state()
+    p = plan([(k, v, MIXED_BITS.get(k, 32)) for k, v in sd.items()], 64, coding="huffman")
+    doc = header_dict(p)
+    old = dict(doc, version=1, tensors=[t[:4] for t in doc["tensors"]])  # version 1: no form flag
+    _rewrite_header(p, old)
+    path = tmp_path / "v1.nasqz"
+    with open(path, "wb") as f:
+        write_plan(p, f)
+    back = load_compressed(path)
+    for name, bits in MIXED_BITS.items():
+        assert torch.equal(back[name], quantize_dequantize(sd[name], bits, 64)), name
+    _rewrite_header(p, dict(doc, version=99))
+    with open(path, "wb") as f:
+        write_plan(p, f)
+    with pytest.raises(CheckpointError, match="unsupported format/version 99") as err:
+        load_compressed(path)
+    assert "\n" not in str(err.value)
+    bad = dict(doc, tensors=[t[:4] + [7] for t in doc["tensors"]])
+    _rewrite_header(p, bad)
+    with open(path, "wb") as f:
+        write_plan(p, f)
+    with pytest.raises(CheckpointError, match="bad Huffman flag"):
+        load_compressed(path)

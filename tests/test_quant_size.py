@@ -8,7 +8,7 @@ import torch
 
 from nasq.errors import CheckpointError
 from nasq.quant import huffman
-from nasq.quant.container import plan
+from nasq.quant.container import file_nbytes, plan
 from nasq.quant.size import MB, fixed_bits_per_tensor, quantize_with_size, size_report
 
 
@@ -77,3 +77,80 @@ def test_quantize_with_size_matches_separate_calls() -> None:
     assert torch.equal(out["w"], quantize_dequantize(w, 4))
     assert out["n"].item() == 3 and out["n"].dtype == torch.int64
     assert r == size_report([("w", w, 4), ("n", torch.tensor(3), 32)])
+
+
+def _skewed(n: int, seed: int = 0) -> torch.Tensor:
+    rng = np.random.default_rng(seed)
+    return torch.from_numpy(rng.laplace(0, 0.05, n).astype(np.float32))
+
+
+def _forms(p) -> dict[str, str]:
+    return {e.name: e.form for e in p.entries}
+
+
+def test_tiny_tensor_is_packed_and_large_skewed_one_huffman_coded() -> None:
+    torch.manual_seed(0)
+    items = [("tiny", torch.randn(40), 8), ("big", _skewed(100_000), 4), ("n", torch.tensor(7), 32)]
+    best, coded, packed = (plan(items, coding=c) for c in ("best", "huffman", "packed"))
+    assert _forms(best) == {"tiny": "packed", "big": "huffman", "n": "raw"}
+    # the 8-bit table alone costs more than packing 40 symbols; the skewed stream is worth its table
+    assert file_nbytes(best) < min(file_nbytes(coded), file_nbytes(packed))
+    assert [g.bits for g in best.groups] == [4] and len(best.groups[0].symbols) == 100_000
+    assert size_report(items).size_mb_huffman * MB == file_nbytes(best)
+    assert size_report(items).num_packed_tensors == 1
+
+
+def test_tensor_sharing_a_skewed_code_is_packed_when_it_does_not_fit_it() -> None:
+    # a uniform tensor coded with the laplace stream's code costs more than 4 bits a symbol
+    rng = np.random.default_rng(1)
+    flat = torch.from_numpy(rng.uniform(-1, 1, 20_000).astype(np.float32))
+    items = [("big", _skewed(200_000), 4), ("flat", flat, 4)]
+    best = plan(items)
+    assert _forms(best) == {"big": "huffman", "flat": "packed"}
+    assert len(best.groups[0].symbols) == 200_000  # the code was rebuilt from "big" alone
+    assert file_nbytes(best) < file_nbytes(plan(items, coding="huffman"))
+
+
+def _random_items(rng: np.random.Generator) -> list[tuple[str, torch.Tensor, int]]:
+    items = []
+    for i in range(int(rng.integers(1, 9))):
+        n = int(np.exp(rng.uniform(0, np.log(60_000))))
+        kind = rng.integers(4)
+        if kind == 0:
+            w = rng.laplace(0, 1, n)
+        elif kind == 1:
+            w = rng.normal(0, 1, n)
+        elif kind == 2:
+            w = rng.uniform(-1, 1, n)
+        else:
+            w = np.full(n, 0.5)
+        bits = int(rng.choice([1, 2, 3, 4, 5, 8, 16, 32]))
+        items.append((f"t{i}", torch.from_numpy(w.astype(np.float32)), bits))
+    return items
+
+
+def test_choice_never_larger_than_all_huffman_or_all_packed_on_random_models() -> None:
+    rng = np.random.default_rng(7)
+    took, strict = set(), 0
+    for _ in range(25):
+        items = _random_items(rng)
+        best = plan(items)
+        sizes = {c: file_nbytes(plan(items, coding=c)) for c in ("huffman", "packed")}
+        assert file_nbytes(best) <= min(sizes.values()), sizes
+        assert size_report(items).size_mb_huffman * MB == file_nbytes(best)
+        took |= set(_forms(best).values())
+        strict += file_nbytes(best) < min(sizes.values())
+    assert {"huffman", "packed"} <= took and strict >= 3  # mixed files beat both single forms
+
+
+@pytest.mark.parametrize("bits", [1, 2, 3, 5, 7, 8, 11, 16])
+def test_pack_symbols_round_trip(bits: int) -> None:
+    from nasq.quant.bucket import pack_symbols, packed_nbytes, unpack_symbols
+
+    rng = np.random.default_rng(bits)
+    for n in (1, 7, 1001):
+        s = rng.integers(0, 2**bits, n).astype(np.uint16)
+        data = pack_symbols(s, bits)
+        assert len(data) == packed_nbytes(n, bits) == -(-n * bits // 8)
+        assert np.array_equal(unpack_symbols(data, bits, n), s)
+    assert pack_symbols(np.array([1, 0, 3], dtype=np.uint16), 2) == bytes([0b01001100])

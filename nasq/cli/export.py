@@ -179,7 +179,8 @@ def _run(args: argparse.Namespace) -> int:
     out = _out_path(args, weights)
     report = export_model(state, bits, out, bucket_size=bucket)
     print(
-        f"nasq: wrote {out}: {report.size_mb_huffman:.4f} MB (Huffman, = file length); fixed "
+        f"nasq: wrote {out}: {report.size_mb_huffman:.4f} MB (= file length; {report.num_packed_tensors} "
+        f"tensors packed, the rest Huffman-coded); fixed "
         f"{report.size_mb_fixed:.4f} MB; float {report.size_mb_float:.4f} MB; "
         f"compression {report.compression_ratio:.2f}x"
     )

@@ -125,7 +125,8 @@ def _run(args: argparse.Namespace) -> int:
               "train_seconds": seconds, "model": str(out / MODEL_FILE)}
     _write_outputs(out, state, result)
     print(f"nasq: test_acc={result['test_acc']:.2f}% (quantized; float {float_acc:.2f}%)  "
-          f"size_mb={size.size_mb_huffman:.4f} (Huffman; fixed {size.size_mb_fixed:.4f}, "
+          f"size_mb={size.size_mb_huffman:.4f} (stored file, each tensor Huffman-coded or packed; fixed "
+          f"{size.size_mb_fixed:.4f}, "
           f"float {size.size_mb_float:.4f})  trained in {seconds:.1f} s")
     print(f"nasq: float state dict: {out / MODEL_FILE}; report: {out / REPORT_FILE}")
     return 0

@@ -138,3 +138,33 @@ def quantize_dequantize(w: torch.Tensor, bits: int, bucket_size: int = 256) -> t
     if bits >= FLOAT_BITS or w.numel() == 0:
         return w.detach().to(torch.float32).clone()
     return dequantize(quantize_symbols(w, bits, bucket_size)).to(w.device)
+
+
+def packed_nbytes(count: int, bits: int) -> int:
+    """Bytes of ``count`` symbols packed at ``bits`` bits each, rounded up to a whole byte (JASQ §3.4)."""
+    return -(-count * bits // 8)
+
+
+def pack_symbols(symbols: np.ndarray, bits: int) -> bytes:
+    """Fixed-width form of a tensor's symbols: each one as ``bits`` bits, MSB first, concatenated."""
+    sym = np.asarray(symbols, dtype=np.uint16)
+    if bits == 8:
+        return sym.astype(np.uint8).tobytes()
+    if bits == 16:
+        return sym.astype(">u2").tobytes()
+    planes = np.unpackbits(sym.astype(">u2").view(np.uint8).reshape(-1, 2), axis=1)
+    return np.packbits(planes[:, 16 - bits :].reshape(-1)).tobytes()
+
+
+def unpack_symbols(data: bytes, bits: int, count: int) -> np.ndarray:
+    """Inverse of :func:`pack_symbols`: ``count`` uint16 symbols of ``bits`` bits each."""
+    buf = np.frombuffer(data, dtype=np.uint8)
+    if len(buf) != packed_nbytes(count, bits):
+        raise ValueError(f"packed data has {len(buf)} bytes, expected {packed_nbytes(count, bits)}")
+    if bits == 8:
+        return buf.astype(np.uint16)
+    if bits == 16:
+        return buf.view(">u2").astype(np.uint16)
+    planes = np.zeros((count, 16), dtype=np.uint8)
+    planes[:, 16 - bits :] = np.unpackbits(buf)[: count * bits].reshape(count, bits)
+    return np.packbits(planes, axis=1).view(">u2").reshape(-1).astype(np.uint16)

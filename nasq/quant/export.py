@@ -20,9 +20,18 @@ import torch
 
 from nasq.errors import CheckpointError, bad_state
 from nasq.quant import huffman
-from nasq.quant.bucket import FLOAT_BITS, QuantizedTensor, dequantize
+from nasq.quant.bucket import (
+    FLOAT_BITS,
+    QuantizedTensor,
+    dequantize,
+    pack_symbols,
+    packed_nbytes,
+    unpack_symbols,
+)
 from nasq.quant.container import FORMAT_VERSION, MAGIC, TAIL_BYTES, Plan, plan
 from nasq.quant.size import MB, SizeReport, report_from_plan
+
+READABLE_VERSIONS = (1, FORMAT_VERSION)  # version 1: every quantized tensor Huffman-coded, no flag
 
 
 def export_model(
@@ -74,6 +83,9 @@ def write_plan(p: Plan, f) -> None:
         payload, block_bytes = huffman.encode(g.symbols, g.lengths, p.block_size)
         chunks += [g.table, block_bytes.astype("<u4").tobytes(), payload]
     for e in p.entries:
+        if e.q is not None and not e.huffman:
+            chunks.append(pack_symbols(e.q.symbols, e.bits))
+    for e in p.entries:
         if e.q is not None:
             chunks += [e.q.mins.astype("<f4").tobytes(), e.q.maxs.astype("<f4").tobytes()]
     for e in p.entries:
@@ -119,7 +131,7 @@ def _read_header(path: Path, data: bytes) -> tuple[dict, _Reader]:
         raise CheckpointError(
             bad_state(path, f"unreadable header ({exc})", "export the model again")
         ) from exc
-    if header.get("format") != "nasq-compressed" or header.get("version") != FORMAT_VERSION:
+    if header.get("format") != "nasq-compressed" or header.get("version") not in READABLE_VERSIONS:
         raise CheckpointError(
             bad_state(
                 path,
@@ -150,34 +162,60 @@ def load_compressed(path: str | Path) -> dict[str, torch.Tensor]:
         ) from exc
 
 
+def _tensor_forms(header: dict) -> list[tuple[str, list, int, str, str]]:
+    """``(name, shape, bits, dtype, form)`` of every tensor, form ``"huffman"``, ``"packed"`` or ``"raw"``.
+
+    Version 2 stores a Huffman flag (1 or 0) per tensor; version 1 Huffman-coded every quantized one.
+    """
+    rows = []
+    for t in header["tensors"]:
+        name, shape, bits, dtype, *rest = t
+        flag = rest[0] if rest else int(bits < FLOAT_BITS)
+        if len(rest) != (header["version"] != 1) or flag not in (0, 1) or (bits >= FLOAT_BITS and flag):
+            raise CheckpointError(
+                f"tensor {name!r} has a bad Huffman flag {rest!r}; the file is corrupt, export it again"
+            )
+        form = "raw" if bits >= FLOAT_BITS else ("huffman" if flag else "packed")
+        rows.append((name, shape, int(bits), dtype, form))
+    return rows
+
+
 def _decode_body(header: dict, r: _Reader) -> dict[str, torch.Tensor]:
     k, block = int(header["bucket_size"]), int(header["block_size"])
+    tensors = _tensor_forms(header)
     streams: dict[int, np.ndarray] = {}
     for bits, count, tlen, nblocks, plen in header["groups"]:
         lengths = huffman.lengths_from_table(r.take(tlen), 2**bits)
         block_bytes = np.frombuffer(r.take(4 * nblocks), dtype="<u4")
         streams[bits] = huffman.decode(r.take(plen), block_bytes, lengths, count, block)
+    packed = {}
+    for name, shape, bits, _, form in tensors:
+        if form == "packed":
+            n = int(np.prod(shape, dtype=np.int64))
+            packed[name] = unpack_symbols(r.take(packed_nbytes(n, bits)), bits, n)
     used = {b: 0 for b in streams}
     out: dict[str, torch.Tensor] = {}
-    for name, shape, bits, dtype in header["tensors"]:
-        if bits < FLOAT_BITS:
-            n = int(np.prod(shape, dtype=np.int64))
-            nb = -(-n // k)
-            mins = np.frombuffer(r.take(4 * nb), dtype="<f4")
-            maxs = np.frombuffer(r.take(4 * nb), dtype="<f4")
+    for name, shape, bits, _, form in tensors:
+        if form == "raw":
+            continue
+        n = int(np.prod(shape, dtype=np.int64))
+        nb = -(-n // k)
+        mins = np.frombuffer(r.take(4 * nb), dtype="<f4")
+        maxs = np.frombuffer(r.take(4 * nb), dtype="<f4")
+        if form == "packed":
+            sym = packed[name]
+        else:
             sym = streams[bits][used[bits] : used[bits] + n]
-            if len(sym) != n:
-                raise CheckpointError(
-                    f"tensor {name!r} needs {n} symbols; the file is corrupt, export it again"
-                )
             used[bits] += n
-            out[name] = dequantize(QuantizedTensor(sym, mins, maxs, tuple(shape), bits, k))
-    for name, shape, bits, dtype in header["tensors"]:
-        if bits >= FLOAT_BITS:
+        if len(sym) != n:
+            raise CheckpointError(f"tensor {name!r} needs {n} symbols; the file is corrupt, export it again")
+        out[name] = dequantize(QuantizedTensor(sym, mins, maxs, tuple(shape), bits, k))
+    for name, shape, bits, dtype, form in tensors:
+        if form == "raw":
             dt = np.dtype(dtype).newbyteorder("<")
             n = int(np.prod(shape, dtype=np.int64))
             raw = np.frombuffer(r.take(n * dt.itemsize), dtype=dt).astype(np.dtype(dtype))
             out[name] = torch.from_numpy(raw.copy()).reshape(shape)
     if r.pos != len(r.data):
         raise CheckpointError("trailing bytes after the last tensor; the file is corrupt, export it again")
-    return {name: out[name] for name, *_ in header["tensors"]}
+    return {name: out[name] for name, *_ in tensors}

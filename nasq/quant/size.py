@@ -6,8 +6,10 @@ Three sizes, in MB of 2**20 bytes (the unit of JASQ Table 1, where float ResNet1
 * ``size_mb_fixed``: ``b`` bits per quantized value plus 2 float32 (min, max) per bucket, and 32 bits
   per value kept as float;
 * ``size_mb_huffman``: the exact length of the compressed model file (see
-  :mod:`nasq.quant.container`): Huffman-coded symbols, their code tables and block index, bucket
-  min/max, unquantized tensors and the header. ``nasq export`` writes a file of exactly this size.
+  :mod:`nasq.quant.container`): each tensor's symbols Huffman-coded (with the code tables and block
+  index of its width) or packed at ``b`` bits, whichever is smaller, bucket min/max, unquantized
+  tensors and the header. ``nasq export`` writes a file of exactly this size, never larger than
+  with all tensors Huffman-coded or all packed. The name is kept for the trial result keys.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ class SizeReport:
     size_mb_huffman: float  # exact compressed file length
     num_values: int  # floating-point values counted
     num_quantized: int  # of which quantized (bits < 32)
+    num_packed_tensors: int = 0  # quantized tensors stored packed at b bits rather than Huffman-coded
 
     @property
     def compression_ratio(self) -> float:
@@ -53,6 +56,7 @@ def report_from_plan(p: Plan) -> SizeReport:
     """Size report of a laid-out compressed model (JASQ §3.4)."""
     float_bits = fixed_bits = 0
     num = quant = 0
+    packed = sum(1 for e in p.entries if e.form == "packed")
     for e in p.entries:
         if e.dtype != "float32":
             continue
@@ -70,6 +74,7 @@ def report_from_plan(p: Plan) -> SizeReport:
         size_mb_huffman=file_nbytes(p) / MB,
         num_values=num,
         num_quantized=quant,
+        num_packed_tensors=packed,
     )
 
 
