@@ -646,6 +646,91 @@ class SpaceEvoSettings(ExperimentSettings):
                                    predictor_version=pred.version)
 
 
+SUPERNET_DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class SupernetSettings(ExperimentSettings):
+    """Quantized-for-all supernet training on Ray Train (``nasq supernet train``; SpaceEvo §5)."""
+
+    EXPERIMENT: ClassVar[str] = "supernet"
+
+    space: str = ""  # candidate space string of the hyperspace, e.g. mbv2:16-32|fused_mb:24-40|...
+    hyperspace: str = "spaceevo"  # spaceevo | spaceevo-tiny, optionally NAME:RES (e.g. spaceevo:224)
+    dataset: str = "digits"  # digits | cifar10 | npz:PATH
+    data_root: str | None = None  # torchvision CIFAR-10 folder (cifar10 only)
+    data_seed: int = 0  # seed of the train/val/test split
+    data_limit: int | None = None  # use at most this many examples (None: all)
+    epochs: int = 2  # fp32 sandwich-rule epochs (phase 1)
+    qat_epochs: int = 1  # LSQ+ fake-quant epochs (phase 2, after the fp32 ones)
+    workers: int = 2  # Ray Train workers (DDP), one CPU (or GPU) each
+    batch_size: int = 32  # examples per step and worker
+    lr: float = 0.05  # SGD (momentum 0.9) learning rate of phase 1, cosine to 0
+    qat_lr: float = 0.01  # SGD learning rate of phase 2, cosine to 0
+    n_random: int = 2  # random subnets per step beside the largest and the smallest (sandwich rule)
+    kd_temperature: float = 1.0  # softmax temperature of the inplace distillation
+    bn_batches: int = 2  # training batches that recalibrate BatchNorm before each evaluation
+    seed: int = 0  # initial weights and the subnets drawn at each step
+    device: str = "auto"  # auto (CUDA when the cluster has a GPU per worker) | cpu | cuda
+
+    def __post_init__(self) -> None:
+        from nasq.errors import GenomeError
+        from nasq.spaces.spaceevo import space_from_name
+        from nasq.supernet.train import SupernetTrainSettings
+
+        _check_data_fields(self)
+        try:
+            hyper = space_from_name(_str("hyperspace", self.hyperspace))
+        except ConfigError as exc:
+            raise ConfigError(f"hyperspace (--hyperspace): {exc}") from None
+        if not isinstance(self.space, str) or not self.space:
+            raise ConfigError("space (--space) is required: a candidate space string like "
+                              f"{hyper.encode(hyper.homogeneous('mbv2'))}, or --from-search RUN_DIR")
+        try:
+            hyper.decode(self.space)
+        except GenomeError as exc:
+            raise GenomeError(f"space (--space): {exc}") from None
+        for name, low in (("epochs", 0), ("qat_epochs", 0), ("workers", 1), ("batch_size", 2),
+                          ("bn_batches", 1)):
+            _int(name, getattr(self, name), low)
+        if self.epochs + self.qat_epochs < 1:
+            raise ConfigError("epochs + qat_epochs (--epochs, --qat-epochs) must be >= 1; train at least one "
+                              "epoch")
+        for name in ("lr", "qat_lr"):
+            _set(self, name, _num(name, getattr(self, name), 0))
+        _str("device", self.device, choices=SUPERNET_DEVICES)
+        _int("seed", self.seed, 0)
+        _int("n_random", self.n_random, 0)
+        _set(self, "kd_temperature", _num("kd_temperature", self.kd_temperature, 0))
+        SupernetTrainSettings(n_random=self.n_random, kd_temperature=self.kd_temperature, seed=self.seed)
+
+    def result_fields(self) -> dict:
+        """The fields a resumed run must keep (``epochs`` and ``qat_epochs`` may grow; §5 resume)."""
+        skip = {"epochs", "qat_epochs", "workers", "device"}
+        return {k: v for k, v in self.to_config().items() if k not in skip}
+
+    def check(self) -> "SupernetSettings":
+        """Load the data set once on the driver, before Ray starts; refuse CUDA where there is none."""
+        import torch
+
+        from nasq.data import load_dataset
+
+        splits = load_dataset(self.dataset, data_root=self.data_root, seed=self.data_seed, limit=self.data_limit)
+        from nasq.spaces.spaceevo import space_from_name
+
+        classes = space_from_name(self.hyperspace).hyperspace.classes
+        if splits.num_classes > classes:
+            raise DataError(f"data set {self.dataset} has {splits.num_classes} classes, the hyperspace's head "
+                            f"{classes}; use a data set of at most {classes} classes")
+        n = len(splits.train)
+        if n < self.workers:
+            raise ConfigError(f"{n} training examples cannot be split over {self.workers} workers; use "
+                              "fewer --workers or more data")
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise ConfigError("--device cuda but torch sees no CUDA device here; use --device auto or cpu")
+        return self
+
+
 EXPERIMENT_SETTINGS: dict[str, type[ExperimentSettings]] = {
     cls.EXPERIMENT: cls for cls in (NB201Settings, JasqSettings, QuantPolicySettings, SpaceEvoSettings)}
 

@@ -106,3 +106,24 @@ def test_lsq_scales_and_offset_receive_gradients_and_off_is_identity():
     set_quant(module, False)
     y = torch.randn(2, 5)
     assert torch.equal(q(y), y) and len(quantizer_parameters(module)) == 3
+
+
+def test_same_rounding_as_torch_fake_quantize_ops_on_exact_ties():
+    """Power-of-two scales make x / s exact, so every half step is a true tie: LSQ+ must round them as
+    ``torch.fake_quantize_per_channel_affine`` / ``per_tensor_affine`` do (half to even) and saturate alike."""
+    rng = np.random.default_rng(2)
+    scales = (2.0 ** -rng.integers(1, 7, size=5)).astype(np.float32)
+    wq = LsqWeightQuant(5)
+    with torch.no_grad():
+        wq.scale.copy_(torch.from_numpy(scales))
+    wq.initialized.fill_(1)
+    wq.enabled = True
+    steps = rng.integers(-150, 150, size=(5, 3, 3, 3)) + 0.5 * rng.integers(0, 2, size=(5, 3, 3, 3))
+    w = torch.from_numpy((steps * scales[:, None, None, None]).astype(np.float32))
+    want = torch.fake_quantize_per_channel_affine(w, torch.from_numpy(scales), torch.zeros(5, dtype=torch.int32),
+                                                  0, -127, 127)
+    assert torch.equal(wq(w).detach(), want)
+    assert (np.abs(steps) % 1 == 0.5).sum() > 50  # the ties were really exercised (135 values)
+    act = _act(0.25, 7)
+    x = torch.from_numpy((np.arange(-40, 300, 0.5) * 0.25).astype(np.float32))[None]
+    assert torch.equal(act(x).detach(), torch.fake_quantize_per_tensor_affine(x, 0.25, 7, 0, 255))

@@ -19,6 +19,7 @@ def test_readme_has_the_python_api_examples():
     assert len(BLOCKS) >= 3
     assert any("tune.Tuner" in b for b in BLOCKS) and any("JasqSettings" in b for b in BLOCKS)
     assert any("BlockSpec" in b and "predict" in b for b in BLOCKS)
+    assert any("TorchTrainer" in b and "Supernet" in b for b in BLOCKS)  # nasq pieces in a Ray Train loop
 
 
 @pytest.mark.slow

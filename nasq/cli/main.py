@@ -16,7 +16,8 @@ import sys
 from nasq.errors import NasqError
 
 # Verb modules, in the order ``nasq --help`` lists them.
-VERBS: tuple[str, ...] = ("demo", "search", "submit", "resume", "report", "train", "export", "latency", "lut")
+VERBS: tuple[str, ...] = ("demo", "search", "submit", "resume", "report", "train", "export", "latency", "lut",
+                         "supernet")
 
 
 def build_parser() -> argparse.ArgumentParser:

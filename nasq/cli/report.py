@@ -1,4 +1,5 @@
-"""``nasq report DIR``: write trials.csv and best_so_far.png into a run directory, print the best."""
+"""``nasq report DIR``: write trials.csv and best_so_far.png into a run directory, print the best (a
+supernet run: its per-epoch metrics CSV and curves PNG)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from nasq.supernet.run import is_supernet_run
+
+    if is_supernet_run(args.run_dir):  # a supernet training (SpaceEvo §5): per-epoch curves
+        return print_supernet(Path(args.run_dir))
     if args.top < 1:
         raise ConfigError(f"--top must be >= 1 (the number of best trials to print), got {args.top}")
     if args.watch:  # keep trials.csv, best_so_far.png and the Pareto files current while it runs
@@ -55,3 +60,18 @@ def print_summary(run_dir: Path, top: int = 5, write: bool = False) -> None:
         print(best[columns].to_string(index=False))
     first = best.iloc[0]
     print(f"nasq: best genome: {first['genome']} ({exp.metric}={first[exp.metric]})")
+
+
+def print_supernet(run_dir: Path) -> int:
+    """Write and print the per-epoch metrics of a supernet run (loss, largest/smallest accuracy; §5)."""
+    import pandas as pd
+
+    from nasq.supernet.run import write_supernet_report
+
+    csv, png = write_supernet_report(run_dir)
+    frame = pd.read_csv(csv)
+    cols = [c for c in ("epoch", "phase", "global_step", "loss_largest", "loss_smallest", "acc_largest",
+                        "acc_smallest", "samples_per_s") if c in frame]
+    print(frame[cols].to_string(index=False))
+    print(f"nasq: report: {csv}, {png}")
+    return 0

@@ -1,5 +1,6 @@
 """``nasq resume DIR``: finish an interrupted search from its run directory (a whole SpaceEvo chain
-run, which holds ``chain.json``, continues at its first unfinished phase: :mod:`nasq.spaceevo_chain`)."""
+run, which holds ``chain.json``, continues at its first unfinished phase: :mod:`nasq.spaceevo_chain`; a
+supernet training, which holds ``nasq-supernet.json``, at the epoch after its last checkpoint)."""
 
 from __future__ import annotations
 
@@ -31,7 +32,16 @@ def _run(args: argparse.Namespace) -> int:
         print(f"nasq: resuming {run_dir}", flush=True)
 
     from nasq.spaceevo_chain import is_chain_run
+    from nasq.supernet.run import is_supernet_run
 
+    if is_supernet_run(run_dir):  # a supernet training: continue at the epoch after its checkpoint (§5)
+        from nasq.cli.supernet import print_training
+        from nasq.runner import connect_ray
+        from nasq.supernet.run import read_run_settings, resume_supernet
+
+        read_run_settings(run_dir)  # a corrupt run file is one line before Ray starts
+        show(connect_ray(args.address))
+        return print_training(run_dir, resume_supernet(run_dir, address=args.address))
     if is_chain_run(run_dir):  # a whole SpaceEvo chain: continue at its first unfinished phase (§4)
         from nasq.cli.search_spaceevo import print_result
         from nasq.spaceevo_chain import resume_chain
