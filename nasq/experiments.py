@@ -31,6 +31,7 @@ _LAZY: dict[str, str] = {
     "jasq": "nasq.trainables.jasq",
     "quant-policy": "nasq.trainables.quant_policy",
     "spaceevo": "nasq.trainables.spaceevo",
+    "subnet": "nasq.trainables.subnet",
 }
 
 

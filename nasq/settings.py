@@ -731,8 +731,88 @@ class SupernetSettings(ExperimentSettings):
         return self
 
 
+@dataclass(frozen=True)
+class SubnetSearchSettings(ExperimentSettings):
+    """Latency-constrained search of a trained supernet's subnets (``nasq search subnet``; SpaceEvo §5)."""
+
+    EXPERIMENT: ClassVar[str] = "subnet"
+    DERIVED: ClassVar[tuple[str, ...]] = ("hyperspace", "space", "checkpoint", "predictor_version")
+
+    supernet: str | None = None  # run directory of `nasq supernet train` (its latest checkpoint is searched)
+    predictor: str | None = None  # INT8 latency predictor of `nasq latency build --hyperspace` (this CPU)
+    max_latency_ms: float | None = None  # the predicted INT8 latency limit of this search
+    constraint_draws: int = 10  # feasible new subnets drawn per proposal, the slowest proposed (1: the first)
+    bn_batches: int | None = None  # training batches recalibrating BatchNorm per subnet (None: the supernet's)
+    device: str = "cpu"  # torch device of a trial: cpu | cuda | auto
+    cpus_per_trial: float = 1.0  # CPUs Ray reserves for a trial (also its torch threads)
+    hyperspace: str | None = None  # the supernet's hyperspace (filled in before the search)
+    space: str | None = None  # the supernet's candidate space (filled in before the search)
+    checkpoint: str | None = None  # the supernet checkpoint every trial loads (filled in before the search)
+    predictor_version: str | None = None  # content hash of the predictor (filled in before the search)
+
+    def __post_init__(self) -> None:
+        for name in ("supernet", "predictor", "checkpoint"):
+            if getattr(self, name) is not None:
+                _set(self, name, _path(_str(name, getattr(self, name))))
+        if self.max_latency_ms is not None:
+            _set(self, "max_latency_ms", _num("max_latency_ms", self.max_latency_ms, 0))
+        _int("constraint_draws", self.constraint_draws, 1)
+        _int("bn_batches", self.bn_batches, 1, optional=True)
+        _str("device", self.device, choices=SUPERNET_DEVICES)
+        _set(self, "cpus_per_trial", _num("cpus_per_trial", self.cpus_per_trial, 0))
+        for name in ("hyperspace", "space", "predictor_version"):
+            _str(name, getattr(self, name), optional=True)
+
+    @property
+    def threads(self) -> int:
+        """Torch threads of one trial: its CPUs, at least one."""
+        return max(1, int(self.cpus_per_trial))
+
+    def check(self) -> "SubnetSearchSettings":
+        """Read the supernet run and the predictor once before Ray; refuse a limit no subnet meets (§5).
+
+        Fills in the supernet's hyperspace, space and latest checkpoint and the predictor's version.
+        """
+        from nasq.errors import CheckpointError
+        from nasq.latency.predictor import LatencyPredictor
+        from nasq.spaces.spaceevo import space_from_name
+        from nasq.supernet.run import load_latest, latest_checkpoint
+
+        if not self.supernet:
+            raise ConfigError("nasq search subnet needs the supernet run directory (`nasq supernet train`)")
+        if not self.predictor:
+            raise ConfigError("--predictor FILE is required: the INT8 latency predictor of "
+                              "`nasq latency build --hyperspace NAME` on this CPU")
+        if self.max_latency_ms is None:
+            raise ConfigError("--constraints-ms is required: predicted INT8 latency limits in ms like 5,10")
+        sup, state = load_latest(self.supernet)
+        if state["phase"] != "qat":
+            raise CheckpointError(f"supernet {self.supernet} has no LSQ+ epoch yet (phase {state['phase']}); "
+                                  "train it with --qat-epochs >= 1 (nasq resume continues it)")
+        pred = LatencyPredictor.load(self.predictor)  # refuses a file measured on another CPU
+        built = pred.meta.get("hyperspace", pred.meta.get("space"))
+        try:
+            same = isinstance(built, str) and space_from_name(built).hyperspace == \
+                space_from_name(sup.hyperspace).hyperspace
+        except ConfigError:
+            same = False
+        if not same:
+            raise ConfigError(f"predictor {self.predictor} was built for {built or 'an unrecorded block set'}, "
+                              f"the supernet for hyperspace {sup.hyperspace}; build one with `nasq latency "
+                              f"build --hyperspace {sup.hyperspace}`")
+        cand = space_from_name(sup.hyperspace).candidate(sup.space)
+        low = pred.predict_model(cand.blocks(cand.smallest()))
+        if low > self.max_latency_ms:
+            raise ConfigError(f"no subnet meets {self.max_latency_ms:g} ms: the smallest is predicted at "
+                              f"{low:.3f} ms; raise --constraints-ms above it")
+        return dataclasses.replace(self, hyperspace=sup.hyperspace, space=sup.space,
+                                   checkpoint=self.checkpoint or str(latest_checkpoint(self.supernet)),
+                                   predictor_version=pred.version)
+
+
 EXPERIMENT_SETTINGS: dict[str, type[ExperimentSettings]] = {
-    cls.EXPERIMENT: cls for cls in (NB201Settings, JasqSettings, QuantPolicySettings, SpaceEvoSettings)}
+    cls.EXPERIMENT: cls for cls in (NB201Settings, JasqSettings, QuantPolicySettings, SpaceEvoSettings,
+                                     SubnetSearchSettings)}
 
 
 def settings_class(experiment: str) -> type[ExperimentSettings] | None:

@@ -11,6 +11,7 @@ TARGETS: dict[str, str] = {
     "jasq": "nasq.cli.search_jasq",
     "quant-policy": "nasq.cli.search_quant_policy",
     "spaceevo": "nasq.cli.search_spaceevo",
+    "subnet": "nasq.cli.search_subnet",
 }
 
 

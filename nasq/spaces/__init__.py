@@ -18,6 +18,7 @@ _LAZY: dict[str, str] = {
     "jasq-tiny": "nasq.spaces.jasq",
     "quant-policy": "nasq.spaces.quant_policy",
     "spaceevo": "nasq.spaces.spaceevo", "spaceevo-tiny": "nasq.spaces.spaceevo",
+    "spaceevo-subnet": "nasq.spaces.subnet",
 }
 
 

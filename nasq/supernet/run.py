@@ -173,6 +173,63 @@ def torch_device(name: str = "auto"):
     return torch.device("cuda" if name == "cuda" or (name == "auto" and torch.cuda.is_available()) else "cpu")
 
 
+class InheritedSubnets:
+    """A trained supernet ready to measure its subnets with inherited weights (SpaceEvo §5, no retraining).
+
+    Loads the run's latest checkpoint (or ``checkpoint``, a ``supernet.pt`` file or its folder) once, and
+    the data splits once; :meth:`accuracy` then recalibrates BatchNorm for a subnet on ``bn_batches``
+    training batches and measures it in fp32 or with INT8 fake quantization (the LSQ+ phase's scales).
+
+    Raises:
+        CheckpointError: not a supernet run, or no checkpoint yet.
+    """
+
+    def __init__(self, run_dir: str | Path, device: str = "auto", checkpoint: str | Path | None = None,
+                 bn_batches: int | None = None) -> None:
+        from nasq.quant.lsq import set_quant
+        from nasq.supernet.launch import batches, load_checkpoint_state, load_images
+        from nasq.supernet.model import Supernet
+
+        if checkpoint is None:
+            self.settings, state = load_latest(run_dir)
+        else:
+            path = Path(checkpoint)
+            self.settings = read_run_settings(run_dir)
+            state = load_checkpoint_state(str(path.parent if path.is_file() else path))
+        self.epoch, self.phase = int(state["epoch"]), str(state["phase"])
+        s = self.settings
+        self.net = Supernet.from_string(s.space, s.hyperspace)
+        set_quant(self.net, self.phase == "qat")
+        self.net.load_state_dict(state["model"])
+        self.net.to(torch_device(device))
+        self.bn_batches = bn_batches or s.bn_batches
+        train, val, test = load_images(s, self.net.space.hyperspace.resolution)
+        self.calib = batches(*train, s.batch_size)[:self.bn_batches]
+        self.splits = {"val": batches(*val, s.batch_size), "test": batches(*test, s.batch_size)}
+
+    @property
+    def int8_trained(self) -> bool:
+        """Whether the checkpoint is from the LSQ+ phase (its quantizer scales are trained)."""
+        return self.phase == "qat"
+
+    def accuracy(self, subnet, split: str = "val", int8: bool = True) -> float:
+        """Top-1 accuracy of ``subnet`` (genome or string) on ``split``, BN recalibrated (§5).
+
+        Raises:
+            ConfigError: ``int8`` before the LSQ+ phase, or an unknown split.
+            GenomeError: a subnet string the space refuses.
+        """
+        from nasq.quant.lsq import set_quant
+        from nasq.supernet.train import evaluate
+
+        if split not in self.splits:
+            raise ConfigError(f"split must be test or val, got {split!r}")
+        if int8 and not self.int8_trained:
+            raise ConfigError("the supernet has no LSQ+ epoch yet; train it with --qat-epochs >= 1")
+        set_quant(self.net, int8)
+        return evaluate(self.net, subnet, self.splits[split], self.calib, self.bn_batches)
+
+
 def evaluate_run(run_dir: str | Path, subnet: str, device: str = "auto", split: str = "test") -> dict:
     """Accuracy of one subnet of a trained supernet, weights inherited (SpaceEvo §5, no retraining).
 
@@ -187,27 +244,16 @@ def evaluate_run(run_dir: str | Path, subnet: str, device: str = "auto", split: 
         GenomeError: a subnet string the run's space refuses (before any data is read).
         CheckpointError: not a supernet run, or no checkpoint yet.
     """
-    from nasq.quant.lsq import set_quant
-    from nasq.supernet.launch import batches, load_images
-    from nasq.supernet.model import Supernet
-    from nasq.supernet.train import evaluate
+    from nasq.spaces.spaceevo import space_from_name
 
     if split not in ("test", "val"):
         raise ConfigError(f"split must be test or val, got {split!r}")
-    settings, state = load_latest(run_dir)
-    net = Supernet.from_string(settings.space, settings.hyperspace)
-    genome = net.set_active(subnet)
-    qat = state["phase"] == "qat"
-    set_quant(net, qat)
-    net.load_state_dict(state["model"])
-    net.to(torch_device(device))
-    train, val, test = load_images(settings, net.space.hyperspace.resolution)
-    calib = batches(*train, settings.batch_size)[:settings.bn_batches]
-    data = batches(*(test if split == "test" else val), settings.batch_size)
-    out = {"subnet": net.space.encode(genome), "epoch": int(state["epoch"]), "phase": state["phase"],
-           "split": split, "examples": sum(len(y) for _, y in data), "int8_acc": None}
-    if qat:
-        out["int8_acc"] = evaluate(net, genome, data, calib, settings.bn_batches)
-    set_quant(net, False)
-    out["fp32_acc"] = evaluate(net, genome, data, calib, settings.bn_batches)
+    s = read_run_settings(run_dir)
+    genome = space_from_name(s.hyperspace).candidate(s.space).decode(subnet)
+    ev = InheritedSubnets(run_dir, device)
+    out = {"subnet": ev.net.space.encode(genome), "epoch": ev.epoch, "phase": ev.phase, "split": split,
+           "examples": sum(len(y) for _, y in ev.splits[split]), "int8_acc": None}
+    if ev.int8_trained:
+        out["int8_acc"] = ev.accuracy(genome, split, int8=True)
+    out["fp32_acc"] = ev.accuracy(genome, split, int8=False)
     return out
