@@ -810,6 +810,46 @@ class SubnetSearchSettings(ExperimentSettings):
                                    predictor_version=pred.version)
 
 
+@dataclass(frozen=True)
+class PipelineSettings(ExperimentSettings):
+    """The phases after the space search in ``nasq pipeline spaceevo`` (SpaceEvo §5): the supernet of the
+    best space and the subnet search per limit; the phases before are the chain's (:class:`SpaceEvoSettings`)."""
+
+    EXPERIMENT: ClassVar[str] = "pipeline"
+
+    supernet_epochs: int = SupernetSettings.epochs  # fp32 sandwich-rule epochs of the supernet
+    supernet_qat_epochs: int = SupernetSettings.qat_epochs  # LSQ+ epochs of the supernet
+    supernet_workers: int = SupernetSettings.workers  # Ray Train workers of the supernet training
+    supernet_batch_size: int = SupernetSettings.batch_size  # examples per step and worker
+    supernet_lr: float = SupernetSettings.lr  # SGD learning rate of the fp32 epochs
+    supernet_qat_lr: float = SupernetSettings.qat_lr  # SGD learning rate of the LSQ+ epochs
+    supernet_device: str = SupernetSettings.device  # auto | cpu | cuda
+    subnet_samples: int = 100  # subnets evaluated per latency limit
+    subnet_population: int = 20  # aging evolution population P of the subnet search
+    subnet_sample_size: int = 5  # tournament sample S of the subnet search
+    subnet_constraint_draws: int = SubnetSearchSettings.constraint_draws  # feasible draws per proposal
+
+    def __post_init__(self) -> None:
+        for name in ("subnet_samples", "subnet_population", "subnet_sample_size", "subnet_constraint_draws"):
+            _int(name, getattr(self, name), 1)
+        if self.subnet_sample_size > self.subnet_population:
+            raise _fail("subnet_sample_size", self.subnet_sample_size,
+                        f"at most --subnet-population ({self.subnet_population})")
+        self.supernet_settings("mbv1:16-24|mbv1:24-32|mbv1:32-40", "spaceevo-tiny", "digits", None, 0, None)
+
+    def supernet_settings(self, space: str, hyperspace: str, dataset: str, data_root: str | None,
+                          data_seed: int, data_limit: int | None) -> SupernetSettings:
+        """The supernet training of the found space (``supernet_*`` fields; the chain's data)."""
+        try:
+            return SupernetSettings(space=space, hyperspace=hyperspace, dataset=dataset, data_root=data_root,
+                                    data_seed=data_seed, data_limit=data_limit, epochs=self.supernet_epochs,
+                                    qat_epochs=self.supernet_qat_epochs, workers=self.supernet_workers,
+                                    batch_size=self.supernet_batch_size, lr=self.supernet_lr,
+                                    qat_lr=self.supernet_qat_lr, device=self.supernet_device)
+        except ConfigError as exc:  # name the pipeline's flag, not the supernet's
+            raise ConfigError(re.sub(r"\(--([a-z-]+)\)", r"(--supernet-\1)", str(exc))) from None
+
+
 EXPERIMENT_SETTINGS: dict[str, type[ExperimentSettings]] = {
     cls.EXPERIMENT: cls for cls in (NB201Settings, JasqSettings, QuantPolicySettings, SpaceEvoSettings,
                                      SubnetSearchSettings)}

@@ -17,7 +17,7 @@ from nasq.errors import NasqError
 
 # Verb modules, in the order ``nasq --help`` lists them.
 VERBS: tuple[str, ...] = ("demo", "search", "submit", "resume", "report", "train", "export", "latency", "lut",
-                         "supernet")
+                         "supernet", "pipeline")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -34,6 +34,15 @@ def _run(args: argparse.Namespace) -> int:
     from nasq.spaceevo_chain import is_chain_run
     from nasq.supernet.run import is_supernet_run
 
+    from nasq.pipeline import is_pipeline_run
+
+    if is_pipeline_run(run_dir):  # the whole pipeline: continue at its first unfinished phase (§4, §5)
+        from nasq.pipeline import read_pipeline, resume_pipeline
+
+        read_pipeline(run_dir)  # a corrupt progress file is one line before Ray starts
+        resume_pipeline(run_dir, address=args.address, on_connect=show, echo=lambda line: print(line, flush=True))
+        print(f"nasq: pipeline done; subnets per limit: {run_dir / 'subnets' / 'subnets.csv'}", flush=True)
+        return 0
     if is_supernet_run(run_dir):  # a supernet training: continue at the epoch after its checkpoint (§5)
         from nasq.cli.supernet import print_training
         from nasq.runner import connect_ray

@@ -1,0 +1,108 @@
+"""`nasq pipeline spaceevo` (SpaceEvo §4 + §5) on the tiny twin: the driver is SIGKILLed during the supernet
+phase, and `nasq resume` finishes it without redoing the finished phases (predictor, table, space search),
+continuing the supernet at its next epoch and then running the subnet search of every limit."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from test_spaceevo_chain import CHAIN, SEARCH
+
+from nasq.cli.main import main
+from nasq.errors import CheckpointError
+
+CLI = "import sys; from nasq.cli.main import main; sys.exit(main(sys.argv[1:]))"
+PIPE = ["--supernet-epochs", "2", "--supernet-qat-epochs", "1", "--supernet-batch-size", "16",
+        "--subnet-samples", "4", "--subnet-population", "3", "--subnet-sample-size", "2"]
+
+
+def _digest(path: Path) -> tuple[str, int]:
+    return hashlib.sha256(path.read_bytes()).hexdigest(), path.stat().st_mtime_ns
+
+
+def _snapshot(run_dir: Path) -> list[dict]:
+    try:
+        return json.loads((run_dir / "checkpoint_manager_snapshot.json").read_text())["checkpoint_results"]
+    except (OSError, ValueError, KeyError):
+        return []
+
+
+def test_bad_pipeline_inputs_are_one_line(tmp_path, capsys):
+    cfg = tmp_path / "p.yaml"
+    cfg.write_text(yaml.safe_dump({**SEARCH, "experiment_config": CHAIN}))
+    for extra, needle in ((["--supernet-lr", "0"], "--supernet-lr"), (["--subnet-population", "0"],
+                                                                       "--subnet-population"),
+                          (["--supernet-workers", "64"], "--supernet-workers 64")):
+        assert main(["pipeline", "spaceevo", "--config", str(cfg), "--storage", str(tmp_path), *extra]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("nasq: error:") and "\n" not in err and needle in err, err
+    assert not any(tmp_path.glob("*/pipeline.json"))
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "pipeline.json").write_text("{}")
+    from nasq.pipeline import read_pipeline
+
+    with pytest.raises(CheckpointError, match="not a nasq pipeline progress file"):
+        read_pipeline(tmp_path / "x")
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_pipeline_killed_in_the_supernet_phase_resumes_without_redoing_phases(ray_session, tmp_path, capsys):
+    from nasq.pipeline import read_pipeline
+    from nasq.spaceevo_chain import CHAIN_LOG, predictor_path, read_chain
+
+    cfg = tmp_path / "p.yaml"
+    cfg.write_text(yaml.safe_dump({**SEARCH, "experiment_config": {**CHAIN, "data_limit": 200}}))
+    run = tmp_path / "runs" / "p"
+    env = {**os.environ, "NASQ_RAY_DASHBOARD": "0", "NASQ_RAY_NUM_CPUS": "2", "PYTHONUNBUFFERED": "1"}
+    log = tmp_path / "pipe.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-c", CLI, "pipeline", "spaceevo", "--config", str(cfg),
+                                 "--storage", str(tmp_path / "runs"), "--name", "p", *PIPE], stdout=out,
+                                stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    deadline = time.monotonic() + 600
+    while not _snapshot(run / "supernet"):
+        assert proc.poll() is None, log.read_text()[-3000:]
+        assert time.monotonic() < deadline, "no supernet checkpoint in 600 s:\n" + log.read_text()[-3000:]
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    time.sleep(1.0)
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    killed_at = _snapshot(run / "supernet")[-1]["metrics"]
+    assert killed_at["epoch"] < 2, "the supernet finished before the kill"
+    doc = read_pipeline(run)
+    assert [(p["name"], p["done"]) for p in doc["phases"]] == [("chain", True), ("supernet", False),
+                                                               ("subnets", False)]
+    assert all(p["done"] for p in read_chain(run)["phases"])
+    before = _digest(predictor_path(run)), _digest(run / "lut" / "lut.csv"), _digest(run / "spaceevo_best.json")
+
+    assert main(["resume", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert (_digest(predictor_path(run)), _digest(run / "lut" / "lut.csv"),
+            _digest(run / "spaceevo_best.json")) == before  # not measured, trained or searched again
+    after = (run / CHAIN_LOG).read_text().split("phase 4/5 supernet: started")[-1]
+    assert "phase 1/3" not in after and "phase 3/3" not in after
+    last = _snapshot(run / "supernet")[-1]["metrics"]
+    assert last["epoch"] == 2 and last["start_epoch"] == killed_at["epoch"] + 1  # continued, not restarted
+    assert last["start_digest"] == killed_at["weight_digests"][0]
+    assert all(p["done"] for p in read_pipeline(run)["phases"])
+    summary = pd.read_csv(run / "subnets" / "subnets.csv")
+    assert summary["max_latency_ms"].tolist() == CHAIN["constraints_ms"]
+    assert summary["genome"].notna().all() and (summary["latency_ms"] <= summary["max_latency_ms"]).all()
+    space = json.loads((run / "spaceevo_best.json").read_text())["genome"]
+    assert json.loads((run / "supernet" / "nasq-supernet.json").read_text())["settings"]["space"] == space
+    assert "pipeline done" in out
