@@ -106,3 +106,54 @@ def test_pipeline_killed_in_the_supernet_phase_resumes_without_redoing_phases(ra
     space = json.loads((run / "spaceevo_best.json").read_text())["genome"]
     assert json.loads((run / "supernet" / "nasq-supernet.json").read_text())["settings"]["space"] == space
     assert "pipeline done" in out
+    _check_supernet_run(run / "supernet", capsys)
+
+
+STEPS = 4  # 200 digits -> 140 train -> 70 per worker -> 4 batches of 16
+
+
+def _check_supernet_run(sup: Path, capsys) -> None:
+    """Phase 4's Ray Train run: checkpoint contents, identical workers, curves, eval, a finished resume."""
+    import numpy as np
+    import torch
+
+    from nasq.quant.lsq import LsqActQuant, LsqWeightQuant, set_quant
+    from nasq.supernet import Supernet
+    from nasq.supernet.launch import load_checkpoint_state, state_digest
+    from nasq.supernet.run import latest_checkpoint, read_run_settings
+
+    last = _snapshot(sup)[-1]["metrics"]
+    assert last["phase"] == "qat" and last["global_step"] == 3 * STEPS
+    assert len(set(last["weight_digests"])) == 1 and last["weight_digests"][0] != last["start_digest"]
+    state = load_checkpoint_state(str(latest_checkpoint(sup)))  # weights_only=True
+    assert state["step"] == 3 * STEPS and state["scheduler"]["last_epoch"] == STEPS  # the QAT schedule's own
+    assert state["optimizer"]["state"] and state["optimizer"]["param_groups"][0]["initial_lr"] == 0.01
+    s = read_run_settings(sup)
+    net = Supernet.from_string(s.space, s.hyperspace)
+    net.load_state_dict(state["model"])  # strict: every key fits a fresh supernet
+    assert state_digest(net) == last["weight_digests"][0]  # the checkpoint is exactly rank 0's model
+    quant = [m for m in net.modules() if isinstance(m, (LsqActQuant, LsqWeightQuant))]
+    left = {id(m) for m in quant if not int(m.initialized)}  # LSQ+ started from one batch on every worker
+    assert len(left) < len(quant) // 4
+    set_quant(net, True)
+    with torch.no_grad():  # no quantizer initialises itself later from one worker's batch
+        for sub in [net.largest(), net.smallest(), *net.sample(np.random.default_rng(7), 24)]:
+            net.set_active(sub)
+            net.train()
+            net(torch.randn(4, 3, 16, 16))
+    assert {id(m) for m in quant if not int(m.initialized)} == left
+    capsys.readouterr()
+    assert main(["report", str(sup)]) == 0
+    frame = pd.read_csv(sup / "supernet_metrics.csv")
+    assert frame["epoch"].tolist() == [0, 1, 2]  # the epochs before the kill are kept
+    assert frame["global_step"].tolist() == [STEPS, 2 * STEPS, 3 * STEPS]
+    assert frame["phase"].tolist() == ["fp32", "fp32", "qat"]
+    assert frame[["acc_largest", "acc_smallest"]].stack().between(0, 1).all()
+    assert frame[["loss_largest", "loss_smallest", "loss_random_0"]].notna().all().all()
+    assert (sup / "supernet_curves.png").stat().st_size > 1000
+    assert main(["supernet", "eval", str(sup), "--subnet", "largest"]) == 0
+    text = capsys.readouterr().out
+    assert "INT8 fake-quant" in text and "not trained" not in text and "test accuracy on 40 images" in text
+    assert main(["resume", str(sup)]) == 0  # a finished training is not started again
+    assert "all epochs were done already" in capsys.readouterr().out
+    assert _snapshot(sup)[-1]["metrics"]["global_step"] == 3 * STEPS

@@ -109,7 +109,8 @@ def print_training(run_dir: Path, out: dict) -> int:
     if not m:
         print("nasq: no epoch finished", flush=True)
         return 1
-    print(f"nasq: trained {out['epochs_run']} epoch(s); epoch {m['epoch']} ({m['phase']}): validation accuracy "
+    done = "all epochs were done already" if out["epochs_run"] == 0 else f"trained {out['epochs_run']} epoch(s)"
+    print(f"nasq: {done}; epoch {m['epoch']} ({m['phase']}): validation accuracy "
           f"largest {100 * m['acc_largest']:.2f}%, smallest {100 * m['acc_smallest']:.2f}%", flush=True)
     print(f"nasq: checkpoint {out['checkpoint']}; curves: `nasq report {run_dir}`", flush=True)
     return 0

@@ -108,12 +108,23 @@ def load_latest(run_dir: str | Path) -> tuple[SupernetSettings, dict]:
 
 
 def resume_supernet(run_dir: str | Path, address: str | None = None) -> dict:
-    """Continue a supernet run at the epoch after its last checkpoint (§5; ``nasq resume``)."""
+    """Continue a supernet run at the epoch after its last checkpoint (§5; ``nasq resume``).
+
+    A run whose last checkpoint is its final epoch is not started again: the result has
+    ``epochs_run`` 0 and that checkpoint's metrics.
+    """
     from nasq.runner import connect_ray
     from nasq.supernet.launch import train_supernet
 
     run_dir = Path(run_dir).expanduser().resolve()
     settings = read_run_settings(run_dir)
+    ckpt = latest_checkpoint(run_dir)
+    if ckpt is not None:
+        _, state = load_latest(run_dir)
+        if state["epoch"] + 1 >= settings.epochs + settings.qat_epochs:
+            history = state.get("history", [])
+            return {"metrics": dict(history[-1]) if history else {}, "checkpoint": str(ckpt),
+                    "path": str(run_dir), "epochs_run": 0, "history": history}
     connect_ray(address)
     return train_supernet(settings, str(run_dir.parent), run_dir.name)
 
