@@ -1,13 +1,19 @@
 """Keras twins of the PyTorch blocks, for TFLite conversion (SpaceEvo Sec. 4, TFLite INT8 latency).
 
 Same op structure as :mod:`nasq.blocks.torch_blocks` in NHWC layout with ``padding="same"`` (equal output
-shapes for odd kernels), conv + BatchNorm (folded by the TFLite converter), ReLU6/ReLU/hardswish and
-squeeze-and-excitation. TensorFlow is imported only when a twin is built.
+shapes for odd kernels), conv + BatchNorm (folded by the TFLite converter; epsilon 1e-5 as in torch),
+ReLU6/ReLU/hardswish and squeeze-and-excitation. TensorFlow is imported only when a twin is built.
+
+``"same"`` pads a stride-2 conv on an even-sized input asymmetrically (none before, the rest after), torch
+pads ``k // 2`` on every side: same shapes and ops, different numbers. Latency measurement keeps
+``"same"``; ``build_keras_chain(..., torch_padding=True)`` inserts a ``ZeroPadding2D`` before exactly those
+convs (a ``PAD`` op in TFLite), so a twin with copied weights computes what the torch subnet computes.
 """
 
 from __future__ import annotations
 
 import os
+from contextvars import ContextVar
 from typing import Any, Callable, Sequence
 
 from nasq.blocks.spec import BlockSpec, check_chain, mid_channels, se_channels
@@ -16,6 +22,8 @@ from nasq.errors import ConfigError, GenomeError, bad_token
 TFLITE_INSTALL = "Keras twins and TFLite engines need TensorFlow: pip install nasq[tflite]"
 KerasBlock = Callable[[Any, BlockSpec], Any]   # (keras tensor, spec) -> keras tensor
 _REGISTRY: dict[str, KerasBlock] = {}
+BN_EPSILON = 1e-5  # torch.nn.BatchNorm2d's default, so copied BN statistics normalise alike
+_TORCH_PADDING: ContextVar[bool] = ContextVar("torch_padding", default=False)  # set by build_keras_chain
 
 
 def keras():
@@ -56,13 +64,21 @@ def _act(x, name: str):
 
 
 def conv_bn_act(x, cout: int, kernel: int, stride: int = 1, act: str = "relu", depthwise: bool = False):
-    """Conv (no bias, 'same' padding) or depthwise conv, BatchNorm, activation."""
+    """Conv (no bias, 'same' padding, or torch's, see the module doc) or depthwise conv, BatchNorm, act."""
     k = keras()
+    x, padding = _pad(x, kernel, stride)
     if depthwise:
-        x = k.layers.DepthwiseConv2D(kernel, stride, padding="same", use_bias=False)(x)
+        x = k.layers.DepthwiseConv2D(kernel, stride, padding=padding, use_bias=False)(x)
     else:
-        x = k.layers.Conv2D(cout, kernel, stride, padding="same", use_bias=False)(x)
-    return _act(k.layers.BatchNormalization()(x), act)
+        x = k.layers.Conv2D(cout, kernel, stride, padding=padding, use_bias=False)(x)
+    return _act(k.layers.BatchNormalization(epsilon=BN_EPSILON)(x), act)
+
+
+def _pad(x, kernel: int, stride: int):
+    """``(x, "same")``, or torch's ``k // 2`` zero padding and ``"valid"`` where "same" would differ."""
+    if not _TORCH_PADDING.get() or stride == 1 or kernel == 1 or x.shape[1] % 2:
+        return x, "same"
+    return keras().layers.ZeroPadding2D(kernel // 2)(x), "valid"
 
 
 def squeeze_excite(x, channels: int, gate: str = "sigmoid"):
@@ -140,8 +156,12 @@ def list_keras_blocks() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def build_keras_chain(specs: Sequence[BlockSpec | str], batch: int | None = 1):
-    """Keras functional model of a chain of blocks, NHWC input ``(batch, r, r, cin)`` (Sec. 4, TFLite)."""
+def build_keras_chain(specs: Sequence[BlockSpec | str], batch: int | None = 1, torch_padding: bool = False):
+    """Keras functional model of a chain of blocks, NHWC input ``(batch, r, r, cin)`` (Sec. 4, TFLite).
+
+    ``torch_padding`` pads stride-2 convs like torch (module doc): for deployment with copied weights
+    (:mod:`nasq.deploy.tflite_export`); the default keeps the latency-measurement graph.
+    """
     specs = [BlockSpec.from_key(s) if isinstance(s, str) else s for s in specs]
     check_chain(specs)
     for s in specs:
@@ -150,8 +170,12 @@ def build_keras_chain(specs: Sequence[BlockSpec | str], batch: int | None = 1):
     k = keras()
     inp = k.Input((specs[0].resolution, specs[0].resolution, specs[0].cin), batch_size=batch)
     x = inp
-    for s in specs:
-        x = _REGISTRY[s.type](x, s)
+    token = _TORCH_PADDING.set(bool(torch_padding))
+    try:
+        for s in specs:
+            x = _REGISTRY[s.type](x, s)
+    finally:
+        _TORCH_PADDING.reset(token)
     return k.Model(inp, x)
 
 
