@@ -45,6 +45,7 @@ def load_dataset(
     val_fraction: float = 0.1,
     test_fraction: float = 0.2,
     limit: int | None = None,
+    test_data: str | None = None,
 ) -> Splits:
     """Load a data set and split it into stratified, seeded train / val / test parts (JASQ §4).
 
@@ -55,6 +56,9 @@ def load_dataset(
         val_fraction: share of the examples held out for validation.
         test_fraction: share held out for testing (``cifar10`` uses its official test set instead).
         limit: keep at most this many examples in total (a stratified, seeded subsample).
+        test_data: ``"npz:PATH"`` of a separate test set (e.g. the CIFAR-10 test images): it becomes the
+            test split, normalised with the training split's statistics, and ``spec`` is split into
+            train / val only.
 
     Returns:
         The three splits, the number of classes and the ``(C, H, W)`` input shape.
@@ -69,6 +73,15 @@ def load_dataset(
     else:
         raise DataError(f"unknown data set {spec!r}; use one of {', '.join(DATASETS)}")
     x, y = _subsample(x, y, limit, seed)
+    if test_data is not None:
+        if not (isinstance(test_data, str) and test_data.startswith("npz:")):
+            raise DataError(f"test data {test_data!r} must be npz:PATH (x uint8 N,H,W,C and y)")
+        xt, yt = load_npz(test_data[4:])
+        if xt.shape[1:] != x.shape[1:]:
+            raise DataError(f"test images {test_data[4:]!r} are {xt.shape[1:]}, the data set's {x.shape[1:]}; "
+                            "pass a test set of the same image shape")
+        train_idx, val_idx = _stratified_split(y, val_fraction, seed + 1, "val")
+        return _make_splits(x[train_idx], y[train_idx], x[val_idx], y[val_idx], xt, yt)
     rest, test = _stratified_split(y, test_fraction, seed, "test")
     train_idx, val_idx = _stratified_split(y[rest], val_fraction / (1.0 - test_fraction), seed + 1, "val")
     train, val = rest[train_idx], rest[val_idx]

@@ -103,3 +103,23 @@ def test_truncated_and_foreign_npz_are_data_errors(tmp_path) -> None:
     np.savez(tmp_path / "empty.npz", x=np.zeros((0, 4, 4, 1), np.uint8), y=np.zeros(0, np.int64))
     with pytest.raises(DataError):
         load_dataset(f"npz:{tmp_path / 'empty.npz'}")
+
+
+def test_separate_test_set_is_normalised_with_the_training_statistics(tmp_path):
+    import numpy as np
+
+    from nasq.data import load_dataset
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, size=(200, 4, 4, 3), dtype=np.uint8)
+    y = np.repeat(np.arange(4), 50)
+    np.savez(tmp_path / "train.npz", x=x, y=y)
+    np.savez(tmp_path / "test.npz", x=x[:40], y=y[:40])  # the same images as some training ones
+    s = load_dataset(f"npz:{tmp_path / 'train.npz'}", limit=None, test_data=f"npz:{tmp_path / 'test.npz'}")
+    assert len(s.test) == 40 and len(s.train) + len(s.val) == 200 and len(s.val) == 20
+    flat = {tuple(v.numpy().ravel().round(5)) for v in torch.cat([s.train.tensors[0], s.val.tensors[0]])}
+    assert all(tuple(v.numpy().ravel().round(5)) in flat for v in s.test.tensors[0])  # same normalisation
+    np.testing.assert_array_equal(s.test.tensors[1].numpy(), y[:40])
+    np.savez(tmp_path / "odd.npz", x=x[:10, :2], y=y[:10])
+    with pytest.raises(DataError, match="same image shape"):
+        load_dataset(f"npz:{tmp_path / 'train.npz'}", test_data=f"npz:{tmp_path / 'odd.npz'}")
