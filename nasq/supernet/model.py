@@ -120,6 +120,14 @@ class Supernet(nn.Module):
             x = stage(x)
         return self.head(x)
 
+    def active_modules(self) -> list[nn.Module]:
+        """The elastic modules the active subnet runs, one per module of :meth:`extract_subnet`'s chain:
+        the stem, the first ``depth`` blocks of every stage, the head (SpaceEvo §5)."""
+        modules: list[nn.Module] = [self.stem]
+        for stage, blocks in zip(self.stages, self.active.stages):
+            modules.extend(stage.blocks[:len(blocks)])
+        return modules + [self.head]
+
     def extract_subnet(self, subnet: SubnetGenome | str | None = None) -> nn.Sequential:
         """The active subnet (``subnet`` is made active first when given) as a static chain (§5).
 
@@ -132,11 +140,7 @@ class Supernet(nn.Module):
         if subnet is not None:
             self.set_active(subnet)
         chain = build_chain(self.space.blocks(self.active))
-        sources = [self.stem]
-        for stage, blocks in zip(self.stages, self.active.stages):
-            sources.extend(stage.blocks[:len(blocks)])
-        sources.append(self.head)
-        for dynamic, static in zip(sources, chain):
+        for dynamic, static in zip(self.active_modules(), chain):
             static.load_state_dict(static_state(dynamic, static))
         return chain.train(self.training)
 
