@@ -9,6 +9,9 @@ Three sources of weights:
   dict with one width per quantizable layer.
 
 The file's length on disk is the printed Huffman size; ``--verify`` loads it back and checks it.
+
+``nasq export int8 RUN_DIR …`` writes real INT8 ONNX / TFLite files of a supernet's subnets instead
+(SpaceEvo §5; :mod:`nasq.cli.export_int8`).
 """
 
 from __future__ import annotations
@@ -22,9 +25,10 @@ from nasq.errors import CheckpointError, ConfigError, NasqError
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``export`` verb."""
-    p = sub.add_parser("export", help="write a quantized, Huffman-coded model file")
+    p = sub.add_parser("export", help="write a quantized, Huffman-coded model file (or: export int8 …, "
+                       "real INT8 ONNX/TFLite files of a supernet's subnets)")
     p.add_argument(
-        "source", metavar="RUN_DIR_OR_CHECKPOINT", help="a jasq/quant-policy run dir, or a state dict"
+        "source", metavar="RUN_DIR_OR_CHECKPOINT", help="a jasq/quant-policy run dir, or a state dict; or int8"
     )
     p.add_argument("--genome", default=None, help="JASQ genome, or the bit policy of a quant-policy run")
     p.add_argument(

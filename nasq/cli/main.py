@@ -34,13 +34,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; user errors print one line on stderr and exit with status 2."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:2] == ["export", "int8"]:  # real INT8 files of a supernet's subnets: their own options
+        from nasq.cli.export_int8 import run
+
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+        return _guarded(lambda: run(argv[2:]))
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    return _guarded(lambda: args.func(args))
+
+
+def _guarded(call) -> int:
+    """Run a verb; a NasqError is one ``nasq: error:`` line (a traceback with ``NASQ_DEBUG=1``)."""
     debug = os.environ.get("NASQ_DEBUG", "") not in ("", "0")
     try:
-        return int(args.func(args) or 0)
+        return int(call() or 0)
     except NasqError as exc:
         if debug:
             raise
