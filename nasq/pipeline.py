@@ -8,7 +8,9 @@ phases that are each callable alone, and records which are done in ``RUN_DIR/pip
 4.   ``supernet``: the quantized-for-all supernet of the best space on Ray Train
      (:func:`nasq.supernet.launch.train_supernet`) in ``RUN_DIR/supernet/`` (per-epoch checkpoints);
 5.   ``subnets``: one latency-constrained subnet search per limit (``trainables/subnet.py``) in
-     ``RUN_DIR/subnets/limit-<T>ms/``, on the chain's predictor, with ``RUN_DIR/subnets/subnets.csv``.
+     ``RUN_DIR/subnets/limit-<T>ms/``, on the chain's predictor, with ``RUN_DIR/subnets/subnets.csv``;
+6.   ``export``: each limit's best subnet as real INT8 files (:mod:`nasq.deploy.deploy`: ONNX QDQ and/or
+     TFLite, measured latency, predicted latency, the file's test accuracy) in ``RUN_DIR/export/``.
 
 ``nasq resume RUN_DIR`` continues at the first unfinished phase: finished phases are never redone, a
 killed supernet training continues at its next epoch, a started subnet search resumes through Tune.
@@ -29,8 +31,8 @@ from nasq.settings import PipelineSettings, SearchSettings, SubnetSearchSettings
 
 PIPELINE_FILE = "pipeline.json"
 PIPELINE_FORMAT, PIPELINE_VERSION = "nasq.spaceevo-pipeline", 1
-PHASES = ("chain", "supernet", "subnets")  # "chain" = predictor, lut, search (chain.json has the detail)
-SUPERNET_DIR, SUBNETS_DIR, SUMMARY_CSV = "supernet", "subnets", "subnets.csv"
+PHASES = ("chain", "supernet", "subnets", "export")  # "chain" = predictor, lut, search (chain.json has the detail)
+SUPERNET_DIR, SUBNETS_DIR, SUMMARY_CSV, EXPORT_DIR = "supernet", "subnets", "subnets.csv", "export"
 
 Echo = Callable[[str], None]
 
@@ -125,14 +127,18 @@ def _continue(run_dir: Path, echo: Echo | None, verbose: int, address: str | Non
     pipe = PipelineSettings.from_dict(read_pipeline(run_dir)["settings"], run_dir / PIPELINE_FILE)
     for number, name in enumerate(PHASES[1:], 4):
         if next(p for p in read_pipeline(run_dir)["phases"] if p["name"] == name)["done"]:
-            _say(run_dir, echo, f"phase {number}/5 {name}: done earlier, skipped")
+            _say(run_dir, echo, f"phase {number}/6 {name}: done earlier, skipped")
             continue
-        _say(run_dir, echo, f"phase {number}/5 {name}: started")
+        _say(run_dir, echo, f"phase {number}/6 {name}: started")
         t0 = time.time()
-        detail = _supernet_phase(run_dir, pipe) if name == "supernet" else \
-            _subnets_phase(run_dir, pipe, verbose, address)
+        if name == "supernet":
+            detail = _supernet_phase(run_dir, pipe)
+        elif name == "subnets":
+            detail = _subnets_phase(run_dir, pipe, verbose, address)
+        else:
+            detail = _export_phase(run_dir, pipe)
         _mark(run_dir, name, done=True, seconds=round(time.time() - t0, 3))
-        _say(run_dir, echo, f"phase {number}/5 {name}: done in {time.time() - t0:.1f} s; {detail}")
+        _say(run_dir, echo, f"phase {number}/6 {name}: done in {time.time() - t0:.1f} s; {detail}")
     return run_dir
 
 
@@ -191,6 +197,29 @@ def _subnets_phase(run_dir: Path, pipe: PipelineSettings, verbose: int, address:
         w.writeheader()
         w.writerows(rows)
     return f"{len(rows)} limit(s) -> {parent / SUMMARY_CSV}"
+
+
+def _export_phase(run_dir: Path, pipe: PipelineSettings) -> str:
+    """Phase 6: every limit's best subnet as INT8 files, measured (§5), into ``RUN_DIR/export``."""
+    import pandas as pd
+
+    from nasq.deploy.deploy import deploy_subnet, formats_of, write_deploy
+    from nasq.latency.predictor import LatencyPredictor
+    from nasq.spaceevo_chain import predictor_path
+    from nasq.supernet.run import InheritedSubnets
+
+    best = pd.read_csv(run_dir / SUBNETS_DIR / SUMMARY_CSV)
+    genomes = list(dict.fromkeys(g for g in best.get("genome", pd.Series(dtype=str)).dropna()))
+    if not genomes:
+        return "no subnet to export (no subnet search finished a trial)"
+    pred = LatencyPredictor.load(predictor_path(run_dir))
+    ev = InheritedSubnets(run_dir / SUPERNET_DIR, device="cpu")
+    out = run_dir / EXPORT_DIR
+    rows = [r for g in genomes for r in deploy_subnet(ev, g, formats_of(pipe.export_format), out,
+                                                      predictors={pred.engine: pred},
+                                                      repeats=pipe.export_repeats)]
+    js, _ = write_deploy(rows, out)
+    return f"{len(rows)} INT8 file(s) of {len(genomes)} subnet(s) -> {js}"
 
 
 __all__ = ["PHASES", "PIPELINE_FILE", "is_pipeline_run", "read_pipeline", "resume_pipeline", "run_pipeline"]

@@ -813,7 +813,8 @@ class SubnetSearchSettings(ExperimentSettings):
 @dataclass(frozen=True)
 class PipelineSettings(ExperimentSettings):
     """The phases after the space search in ``nasq pipeline spaceevo`` (SpaceEvo §5): the supernet of the
-    best space and the subnet search per limit; the phases before are the chain's (:class:`SpaceEvoSettings`)."""
+    best space, the subnet search per limit and the INT8 export of each limit's best subnet; the phases
+    before are the chain's (:class:`SpaceEvoSettings`)."""
 
     EXPERIMENT: ClassVar[str] = "pipeline"
 
@@ -828,8 +829,12 @@ class PipelineSettings(ExperimentSettings):
     subnet_population: int = 20  # aging evolution population P of the subnet search
     subnet_sample_size: int = 5  # tournament sample S of the subnet search
     subnet_constraint_draws: int = SubnetSearchSettings.constraint_draws  # feasible draws per proposal
+    export_format: str = "both"  # INT8 files of every limit's best subnet: onnx | tflite | both
+    export_repeats: int = 50  # timed runs per exported file
 
     def __post_init__(self) -> None:
+        _str("export_format", self.export_format, choices=("onnx", "tflite", "both"))
+        _int("export_repeats", self.export_repeats, 1)
         for name in ("subnet_samples", "subnet_population", "subnet_sample_size", "subnet_constraint_draws"):
             _int(name, getattr(self, name), 1)
         if self.subnet_sample_size > self.subnet_population:

@@ -23,7 +23,8 @@ from nasq.errors import CheckpointError
 
 CLI = "import sys; from nasq.cli.main import main; sys.exit(main(sys.argv[1:]))"
 PIPE = ["--supernet-epochs", "2", "--supernet-qat-epochs", "1", "--supernet-batch-size", "16",
-        "--subnet-samples", "4", "--subnet-population", "3", "--subnet-sample-size", "2"]
+        "--subnet-samples", "4", "--subnet-population", "3", "--subnet-sample-size", "2",
+        "--export-format", "onnx", "--export-repeats", "3"]
 
 
 def _digest(path: Path) -> tuple[str, int]:
@@ -86,7 +87,7 @@ def test_pipeline_killed_in_the_supernet_phase_resumes_without_redoing_phases(ra
     assert killed_at["epoch"] < 2, "the supernet finished before the kill"
     doc = read_pipeline(run)
     assert [(p["name"], p["done"]) for p in doc["phases"]] == [("chain", True), ("supernet", False),
-                                                               ("subnets", False)]
+                                                               ("subnets", False), ("export", False)]
     assert all(p["done"] for p in read_chain(run)["phases"])
     before = _digest(predictor_path(run)), _digest(run / "lut" / "lut.csv"), _digest(run / "spaceevo_best.json")
 
@@ -94,7 +95,7 @@ def test_pipeline_killed_in_the_supernet_phase_resumes_without_redoing_phases(ra
     out = capsys.readouterr().out
     assert (_digest(predictor_path(run)), _digest(run / "lut" / "lut.csv"),
             _digest(run / "spaceevo_best.json")) == before  # not measured, trained or searched again
-    after = (run / CHAIN_LOG).read_text().split("phase 4/5 supernet: started")[-1]
+    after = (run / CHAIN_LOG).read_text().split("phase 4/6 supernet: started")[-1]
     assert "phase 1/3" not in after and "phase 3/3" not in after
     last = _snapshot(run / "supernet")[-1]["metrics"]
     assert last["epoch"] == 2 and last["start_epoch"] == killed_at["epoch"] + 1  # continued, not restarted
@@ -106,6 +107,10 @@ def test_pipeline_killed_in_the_supernet_phase_resumes_without_redoing_phases(ra
     space = json.loads((run / "spaceevo_best.json").read_text())["genome"]
     assert json.loads((run / "supernet" / "nasq-supernet.json").read_text())["settings"]["space"] == space
     assert "pipeline done" in out
+    deployed = json.loads((run / "export" / "deploy.json").read_text())
+    assert {r["subnet"] for r in deployed} == set(summary["genome"]) and {r["format"] for r in deployed} == {"onnx"}
+    assert all(r["measured_ms"] > 0 and r["predicted_ms"] > 0 and 0 <= r["file_int8_test_acc"] <= 1
+               for r in deployed)
     _check_supernet_run(run / "supernet", capsys)
 
 
