@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from test_resume_kill import _kill
 from test_spaceevo_chain import CHAIN, SEARCH
 
 from nasq.cli.main import main
@@ -76,13 +76,7 @@ def test_pipeline_killed_in_the_supernet_phase_resumes_without_redoing_phases(ra
         assert proc.poll() is None, log.read_text()[-3000:]
         assert time.monotonic() < deadline, "no supernet checkpoint in 600 s:\n" + log.read_text()[-3000:]
         time.sleep(0.2)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    time.sleep(1.0)
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+    _kill(proc)  # the driver, then its process group (the local Ray it started)
     killed_at = _snapshot(run / "supernet")[-1]["metrics"]
     assert killed_at["epoch"] < 2, "the supernet finished before the kill"
     doc = read_pipeline(run)

@@ -13,8 +13,9 @@ import pandas as pd
 import pytest
 import torch
 
+from test_spaceevo_search import predictor_file as tiny_predictor  # noqa: F401 (a fixture)
+
 from nasq.cli.main import main
-from nasq.latency.dataset import MeasureSettings, measure_parallel
 from nasq.latency.predictor import LatencyPredictor
 from nasq.settings import SubnetSearchSettings, SupernetSettings
 from nasq.spaces import get
@@ -60,19 +61,9 @@ def test_space_is_registered_pickles_and_decodes_strictly():
 
 
 @pytest.fixture(scope="module")
-def predictor_file(tmp_path_factory) -> Path:
-    """A real INT8 predictor of the tiny hyperspace: a few of its blocks measured here, then fitted."""
-    from nasq.spaces.spaceevo import space_from_name
-
-    h = space_from_name("spaceevo-tiny").hyperspace
-    body = [s for s in h.sample_block_specs(40, np.random.default_rng(0)) if s.type not in ("stem", "head")]
-    specs = [h.stem(), *body[:7], *(h.head(w) for w in h.widths[-1])]
-    rows = measure_parallel([[s] for s in specs], MeasureSettings(repeats=5, warmup=1), actors=0)
-    pred = LatencyPredictor.fit(specs, [r["median_ms"] for r in rows], engine="ort-int8",
-                                fingerprint=rows[0]["fingerprint"], meta={"space": "spaceevo-tiny"})
-    path = tmp_path_factory.mktemp("pred") / "tiny.predictor.json"
-    pred.save(path)
-    return path
+def predictor_file(tiny_predictor) -> Path:
+    """A real INT8 predictor of the tiny hyperspace (a few of its blocks measured here, then fitted)."""
+    return tiny_predictor[0]
 
 
 def _supernet_run(run_dir: Path, qat: bool) -> Path:
