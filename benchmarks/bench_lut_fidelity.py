@@ -48,10 +48,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import REPO, RESULTS, cpu_model, format_table, machine_note
+from common import (CIFAR_TEST, CIFAR_TRAIN, RESULTS, cpu_model, format_table, machine_note,
+                    require_cifar_subset)
 
-TRAIN_NPZ = REPO.parent / "shared" / "data" / "cifar10" / "cifar10_train_20000.npz"
-TEST_NPZ = REPO.parent / "shared" / "data" / "cifar10" / "cifar10_test_2000.npz"
+TRAIN_NPZ, TEST_NPZ = CIFAR_TRAIN, CIFAR_TEST
 DEFAULT_TYPE = "mbv1"
 RESULT_VERSION = 1  # bump when the training or evaluation below changes a subnet's numbers
 
@@ -253,9 +253,7 @@ def main(argv: list[str] | None = None) -> None:
     from nasq.qt_score import subnet_losses
     from nasq.spaces.spaceevo import space_from_name
 
-    for path in (TRAIN_NPZ, TEST_NPZ):
-        if not path.is_file():
-            raise SystemExit(f"{path} is missing; the benchmark reads ../shared/data/cifar10 (data README)")
+    require_cifar_subset()
     hyper = space_from_name(args.hyperspace)
     space = args.space or hyper.encode(hyper.homogeneous(args.type, 0))
     cand = hyper.candidate(space)

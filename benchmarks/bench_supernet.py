@@ -63,10 +63,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, machine_note, median, write_results  # noqa: E402
+from common import (CIFAR_TEST, CIFAR_TRAIN, machine_note, median,  # noqa: E402
+                    require_cifar_subset, write_results)
 
-TRAIN_NPZ = REPO.parent / "shared" / "data" / "cifar10" / "cifar10_train_20000.npz"
-TEST_NPZ = REPO.parent / "shared" / "data" / "cifar10" / "cifar10_test_2000.npz"
+TRAIN_NPZ, TEST_NPZ = CIFAR_TRAIN, CIFAR_TEST
 HYPERSPACE = "spaceevo-tiny:32"
 SPACE = "mbv3:16-24|fused_mb_se:24-32|resnet_bottleneck:32-40"
 RESULT_VERSION = 1  # bump when training or evaluation below changes a job's numbers
@@ -504,9 +504,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     """Run the chosen sections and write their tables."""
     args = parse_args(argv)
-    for path in (TRAIN_NPZ, TEST_NPZ):
-        if not path.is_file():
-            raise SystemExit(f"{path} is missing; the benchmark reads ../shared/data/cifar10 (data README)")
+    require_cifar_subset()
     cfg = {"hyperspace": args.hyperspace, "space": args.space, "steps": args.steps, "qat_steps": args.qat_steps,
            "batch_size": args.batch_size, "lr": args.lr, "qat_lr": args.qat_lr, "n_random": args.n_random,
            "bn_batches": args.bn_batches, "seed": args.seed, "version": RESULT_VERSION}

@@ -18,6 +18,15 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
+CIFAR_TRAIN = REPO.parent / "shared" / "data" / "cifar10" / "cifar10_train_20000.npz"  # ../shared/data README
+CIFAR_TEST = REPO.parent / "shared" / "data" / "cifar10" / "cifar10_test_2000.npz"
+
+
+def require_cifar_subset() -> None:
+    """Stop with one line when the shared CIFAR-10 subset (train 20k, test 2k) is not there."""
+    for path in (CIFAR_TRAIN, CIFAR_TEST):
+        if not path.is_file():
+            raise SystemExit(f"{path} is missing; the benchmark reads ../shared/data/cifar10 (data README)")
 NB201_TABLE = REPO.parent / "shared" / "data" / "nb201" / "nb201_nats_tss_test_acc_200ep.csv"
 NB201_CIFAR10_COLUMN = "CIFAR10TestAccuracy200Epochs"
 NB201_CIFAR10_OPTIMUM = 94.37  # known optimum of the column (data README), checked by load_nb201
