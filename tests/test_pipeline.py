@@ -22,7 +22,8 @@ from nasq.cli.main import main
 from nasq.errors import CheckpointError
 
 CLI = "import sys; from nasq.cli.main import main; sys.exit(main(sys.argv[1:]))"
-PIPE = ["--supernet-epochs", "2", "--supernet-qat-epochs", "1", "--supernet-batch-size", "16",
+LIMITS = [1000.0]  # one subnet search: the limit is loose (the tiny twin's subnets take well under 1 s)
+PIPE = ["--supernet-epochs", "1", "--supernet-qat-epochs", "1", "--supernet-batch-size", "16",
         "--subnet-samples", "4", "--subnet-population", "3", "--subnet-sample-size", "2",
         "--export-format", "onnx", "--export-repeats", "3"]
 
@@ -63,7 +64,8 @@ def test_pipeline_killed_in_the_supernet_phase_resumes_without_redoing_phases(ra
     from nasq.spaceevo_chain import CHAIN_LOG, predictor_path, read_chain
 
     cfg = tmp_path / "p.yaml"
-    cfg.write_text(yaml.safe_dump({**SEARCH, "experiment_config": {**CHAIN, "data_limit": 200}}))
+    chain = {**CHAIN, "data_limit": 200, "constraints_ms": LIMITS}
+    cfg.write_text(yaml.safe_dump({**SEARCH, "experiment_config": chain}))
     run = tmp_path / "runs" / "p"
     env = {**os.environ, "NASQ_RAY_DASHBOARD": "0", "NASQ_RAY_NUM_CPUS": "2", "PYTHONUNBUFFERED": "1"}
     log = tmp_path / "pipe.log"
@@ -78,7 +80,7 @@ def test_pipeline_killed_in_the_supernet_phase_resumes_without_redoing_phases(ra
         time.sleep(0.2)
     _kill(proc)  # the driver, then its process group (the local Ray it started)
     killed_at = _snapshot(run / "supernet")[-1]["metrics"]
-    assert killed_at["epoch"] < 2, "the supernet finished before the kill"
+    assert killed_at["epoch"] < 1, "the supernet finished before the kill"
     doc = read_pipeline(run)
     assert [(p["name"], p["done"]) for p in doc["phases"]] == [("chain", True), ("supernet", False),
                                                                ("subnets", False), ("export", False)]
@@ -92,11 +94,11 @@ def test_pipeline_killed_in_the_supernet_phase_resumes_without_redoing_phases(ra
     after = (run / CHAIN_LOG).read_text().split("phase 4/6 supernet: started")[-1]
     assert "phase 1/3" not in after and "phase 3/3" not in after
     last = _snapshot(run / "supernet")[-1]["metrics"]
-    assert last["epoch"] == 2 and last["start_epoch"] == killed_at["epoch"] + 1  # continued, not restarted
+    assert last["epoch"] == 1 and last["start_epoch"] == killed_at["epoch"] + 1  # continued, not restarted
     assert last["start_digest"] == killed_at["weight_digests"][0]
     assert all(p["done"] for p in read_pipeline(run)["phases"])
     summary = pd.read_csv(run / "subnets" / "subnets.csv")
-    assert summary["max_latency_ms"].tolist() == CHAIN["constraints_ms"]
+    assert summary["max_latency_ms"].tolist() == LIMITS
     assert summary["genome"].notna().all() and (summary["latency_ms"] <= summary["max_latency_ms"]).all()
     space = json.loads((run / "spaceevo_best.json").read_text())["genome"]
     assert json.loads((run / "supernet" / "nasq-supernet.json").read_text())["settings"]["space"] == space
@@ -122,10 +124,10 @@ def _check_supernet_run(sup: Path, capsys) -> None:
     from nasq.supernet.run import latest_checkpoint, read_run_settings
 
     last = _snapshot(sup)[-1]["metrics"]
-    assert last["phase"] == "qat" and last["global_step"] == 3 * STEPS
+    assert last["phase"] == "qat" and last["global_step"] == 2 * STEPS
     assert len(set(last["weight_digests"])) == 1 and last["weight_digests"][0] != last["start_digest"]
     state = load_checkpoint_state(str(latest_checkpoint(sup)))  # weights_only=True
-    assert state["step"] == 3 * STEPS and state["scheduler"]["last_epoch"] == STEPS  # the QAT schedule's own
+    assert state["step"] == 2 * STEPS and state["scheduler"]["last_epoch"] == STEPS  # the QAT schedule's own
     assert state["optimizer"]["state"] and state["optimizer"]["param_groups"][0]["initial_lr"] == 0.01
     s = read_run_settings(sup)
     net = Supernet.from_string(s.space, s.hyperspace)
@@ -144,9 +146,9 @@ def _check_supernet_run(sup: Path, capsys) -> None:
     capsys.readouterr()
     assert main(["report", str(sup)]) == 0
     frame = pd.read_csv(sup / "supernet_metrics.csv")
-    assert frame["epoch"].tolist() == [0, 1, 2]  # the epochs before the kill are kept
-    assert frame["global_step"].tolist() == [STEPS, 2 * STEPS, 3 * STEPS]
-    assert frame["phase"].tolist() == ["fp32", "fp32", "qat"]
+    assert frame["epoch"].tolist() == [0, 1]  # the epoch before the kill is kept
+    assert frame["global_step"].tolist() == [STEPS, 2 * STEPS]
+    assert frame["phase"].tolist() == ["fp32", "qat"]
     assert frame[["acc_largest", "acc_smallest"]].stack().between(0, 1).all()
     assert frame[["loss_largest", "loss_smallest", "loss_random_0"]].notna().all().all()
     assert (sup / "supernet_curves.png").stat().st_size > 1000
@@ -155,4 +157,4 @@ def _check_supernet_run(sup: Path, capsys) -> None:
     assert "INT8 fake-quant" in text and "not trained" not in text and "test accuracy on 40 images" in text
     assert main(["resume", str(sup)]) == 0  # a finished training is not started again
     assert "all epochs were done already" in capsys.readouterr().out
-    assert _snapshot(sup)[-1]["metrics"]["global_step"] == 3 * STEPS
+    assert _snapshot(sup)[-1]["metrics"]["global_step"] == 2 * STEPS
