@@ -11,6 +11,13 @@ tensor from the same base both land: neither overwrites the other (no lost updat
 tensor has a version counter, incremented on each push; a push may pass the versions it
 pulled and is told how many tensors moved meanwhile (staleness, logged, never refused).
 
+Parent inheritance (issue 11; Real et al. 2019 and JASQ's "a child inherits its parent's
+weights"): a push may also leave a *snapshot*, the trained tensors of its genome, kept
+per key (the genome string) in a bounded LRU of ``max_snapshots``. A child then pulls with
+:meth:`ParameterStore.pull_inherited`: the tensors it shares with its parent's snapshot come
+from the snapshot, the rest from the global store. Its push is still ``trained - pulled``
+added to the current global tensors, so the no-lost-update rule above holds unchanged.
+
 :class:`ParameterStore` is a plain class (tests use it without Ray);
 :func:`create_store_actor` / :func:`get_store_actor` wrap it as a named Ray actor and
 :class:`StoreCheckpoint` is the Tune callback that saves it into the run directory.
@@ -21,6 +28,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Mapping
 
@@ -44,11 +52,16 @@ _HANDLES: dict[str, object] = {}
 class ParameterStore:
     """Named float tensors with version counters; pushes are additive deltas."""
 
-    def __init__(self, tensors: Mapping[str, torch.Tensor] | None = None) -> None:
+    def __init__(self, tensors: Mapping[str, torch.Tensor] | None = None, max_snapshots: int = 64) -> None:
         tensors = tensors or {}
+        if int(max_snapshots) < 0:
+            raise ConfigError(f"max_snapshots={max_snapshots} must be >= 0 (0 keeps no parent snapshots)")
         self.tensors: dict[str, torch.Tensor] = {k: v.detach().clone().float() for k, v in tensors.items()}
         self.versions: dict[str, int] = {k: 0 for k in self.tensors}
         self.pushes = 0
+        self.max_snapshots = int(max_snapshots)
+        # genome key -> the tensors that trial trained (LRU order, oldest first)
+        self.snapshots: OrderedDict[str, dict[str, torch.Tensor]] = OrderedDict()
 
     def names(self) -> list[str]:
         """Names of all stored tensors."""
@@ -71,9 +84,12 @@ class ParameterStore:
             return tensors, {n: self.versions[n] for n in names}
         return tensors
 
-    def push(self, deltas: Mapping[str, torch.Tensor],
-             base_versions: Mapping[str, int] | None = None) -> dict:
+    def push(self, deltas: Mapping[str, torch.Tensor], base_versions: Mapping[str, int] | None = None,
+             snapshot_key: str | None = None, snapshot: Mapping[str, torch.Tensor] | None = None) -> dict:
         """Add ``deltas`` (trained minus pulled) to the stored tensors; bump their versions.
+
+        With ``snapshot_key`` and ``snapshot`` (the trained tensors), also keep them as that
+        genome's snapshot for its children (:meth:`pull_inherited`), in the same atomic call.
 
         Returns:
             ``{"updated": n, "stale": m}``: tensors changed, and how many of them had been
@@ -89,14 +105,66 @@ class ParameterStore:
             self.tensors[n].add_(deltas[n].to(self.tensors[n].dtype))
             self.versions[n] += 1
         self.pushes += 1
+        if snapshot_key is not None and snapshot is not None:
+            self.keep_snapshot(snapshot_key, snapshot)
         if stale:
             logger.debug("push %d: %d of %d tensors changed since pulled", self.pushes, stale, len(names))
         return {"updated": len(names), "stale": stale}
 
+    def keep_snapshot(self, key: str, tensors: Mapping[str, torch.Tensor]) -> None:
+        """Keep copies of ``tensors`` as genome ``key``'s snapshot; evict the least recently used."""
+        if self.max_snapshots == 0:
+            return
+        names = self._check(tensors)
+        self.snapshots.pop(key, None)
+        self.snapshots[key] = {n: tensors[n].detach().clone().float() for n in names}
+        while len(self.snapshots) > self.max_snapshots:
+            self.snapshots.popitem(last=False)
+
+    def nearest_snapshot(self, names: Iterable[str]) -> str | None:
+        """Key of the snapshot whose tensor names differ least from ``names`` (newest on ties).
+
+        The fallback parent when a trial does not know its parent: a tournament child is one
+        mutation from its parent, so the parent's tensor set is among the closest.
+        """
+        want = set(names)
+        best, best_diff = None, None
+        for key in reversed(self.snapshots):
+            diff = len(want.symmetric_difference(self.snapshots[key]))
+            if best_diff is None or diff < best_diff:
+                best, best_diff = key, diff
+        return best
+
+    def pull_inherited(self, names: Iterable[str], parent: str | None, nearest: bool = False) -> dict:
+        """Pull ``names`` starting from ``parent``'s snapshot where it has them (issue 11).
+
+        With ``parent=None`` and ``nearest``, the parent is :meth:`nearest_snapshot`.
+
+        Returns:
+            ``{"tensors", "versions", "inherited", "parent"}``: copies of the tensors (the parent's
+            for the names its snapshot holds with the same shape, the global store's for the rest),
+            the global versions (for the push's staleness count), the names taken from the parent
+            and the parent's key. An unknown or evicted ``parent`` inherits nothing.
+        """
+        names = self._check(names)
+        tensors, versions = self.pull(names, with_versions=True)
+        if parent is None and nearest:
+            parent = self.nearest_snapshot(names)
+        snap = self.snapshots.get(parent) if parent is not None else None
+        inherited: list[str] = []
+        if snap is not None:
+            self.snapshots.move_to_end(parent)
+            for n in tensors:
+                if n in snap and snap[n].shape == tensors[n].shape:
+                    tensors[n] = snap[n].clone()
+                    inherited.append(n)
+        return {"tensors": tensors, "versions": versions, "inherited": inherited, "parent": parent}
+
     def state_dict(self) -> dict:
         """Versioned document of tensors, versions and push count (loadable with ``weights_only``)."""
         return {"format": STORE_FORMAT, "version": STORE_VERSION, "tensors": dict(self.tensors),
-                "versions": dict(self.versions), "pushes": self.pushes}
+                "versions": dict(self.versions), "pushes": self.pushes, "max_snapshots": self.max_snapshots,
+                "snapshot_keys": list(self.snapshots), "snapshots": [dict(v) for v in self.snapshots.values()]}
 
     def load_state_dict(self, state: object, source: object = "state") -> None:
         """Restore from :meth:`state_dict`; ``CheckpointError`` for foreign or corrupt state."""
@@ -108,6 +176,12 @@ class ParameterStore:
         self.tensors = {str(k): v.clone() for k, v in tensors.items()}
         self.versions = {str(k): int(v) for k, v in versions.items()}
         self.pushes = int(state.get("pushes", 0))
+        self.max_snapshots = int(state.get("max_snapshots", self.max_snapshots))
+        keys, snaps = state.get("snapshot_keys", []), state.get("snapshots", [])
+        if not isinstance(keys, list) or not isinstance(snaps, list) or len(keys) != len(snaps):
+            raise CheckpointError(bad_state(source, "snapshot keys and snapshots do not match", fix))
+        self.snapshots = OrderedDict((str(k), {str(n): t.clone() for n, t in v.items()})
+                                     for k, v in zip(keys, snaps))
 
     def save(self, path: str | Path) -> None:
         """Write :meth:`state_dict` with ``torch.save`` to a temp file, then ``os.replace``."""

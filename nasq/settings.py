@@ -268,6 +268,9 @@ class JasqSettings(ExperimentSettings):
     target_size_mb: float | None = None  # target size TS of Eq. 1 in MB (None: fitness = accuracy)
     gamma: float = -0.2  # Eq. 1 exponent over the target size (< 0)
     train_seed: int = 0  # supernet initialisation and minibatch order
+    inherit_weights: bool = True  # a child starts from the nearest evaluated genome's trained tensors it shares
+    bn_recal_batches: int = 0  # training batches re-estimating BN statistics before validation (0: off)
+    max_snapshots: int = 64  # per-genome tensor snapshots the parameter store keeps for children (LRU)
     cpus_per_trial: float = 1.0  # CPUs Ray reserves for one trial (also its torch threads)
     param_store: str | None = None  # name of the run's parameter-store actor (set by the runner)
 
@@ -284,6 +287,10 @@ class JasqSettings(ExperimentSettings):
         if self.target_size_mb is not None:
             _set(self, "target_size_mb", float(self.target_size_mb))
         _int("train_seed", self.train_seed, 0)
+        if not isinstance(self.inherit_weights, bool):
+            raise _fail("inherit_weights", self.inherit_weights, "true or false")
+        _int("bn_recal_batches", self.bn_recal_batches, 0)
+        _int("max_snapshots", self.max_snapshots, 0)
         _set(self, "cpus_per_trial", _num("cpus_per_trial", self.cpus_per_trial, 0))
         _str("param_store", self.param_store, optional=True)
 

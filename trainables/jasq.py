@@ -8,6 +8,8 @@ and evaluates on the validation split. One step is the whole trial.
 
 The experiment config is :class:`nasq.settings.JasqSettings` in dict form; every function here
 reads it back with ``JasqSettings.from_config(cfg)`` (one place for names, defaults and checks).
+Weight-sharing options of issue 11 (parent inheritance, BN recalibration) are read by
+:class:`SharingOptions` from the same config until ``JasqSettings`` has fields for them.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import logging
 import os
 import time
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,8 +31,10 @@ from nasq.data import Splits, load_dataset
 from nasq.experiments import Experiment, register
 from nasq.fitness import jasq_fitness
 from nasq.jasq_report import write_front_outputs
-from nasq.models.nasnet import BitRule, NetConfig, SharedNasNet, build_network, parameter_keys
-from nasq.models.training import TrainSettings, evaluate, quantize_network, train_steps
+from nasq.errors import ConfigError
+from nasq.models.nasnet import (BitRule, NetConfig, SharedNasNet, build_network, parameter_keys,
+                                with_running_stats)
+from nasq.models.training import TrainSettings, evaluate, quantize_network, recalibrate_bn, train_steps
 from nasq.param_store import (
     STORE_FILE,
     ParameterStore,
@@ -83,6 +88,30 @@ def bit_rule_of(cfg: dict) -> BitRule:
     return BitRule(**(settings_of(cfg).bit_rule or {}))
 
 
+@dataclass(frozen=True)
+class SharingOptions:
+    """How a trial uses the shared population's weights (issue 11; JASQ App. 4, SPOS §3.3)."""
+
+    inherit_weights: bool = True  # start from the parent's trained tensors where it shares them
+    parent_genome: str | None = None  # the parent's genome (None: the store's nearest snapshot)
+    bn_recal_batches: int = 0  # training batches re-estimating BN statistics before validation (0: off)
+    max_snapshots: int = 64  # per-genome snapshots the store keeps for children (LRU)
+
+    @classmethod
+    def from_config(cls, cfg: dict) -> "SharingOptions":
+        """Read and check the options from a trial or experiment config (absent keys: defaults)."""
+        d = cls()
+        opts = cls(bool(cfg.get("inherit_weights", d.inherit_weights)), cfg.get("parent_genome"),
+                   cfg.get("bn_recal_batches", d.bn_recal_batches), cfg.get("max_snapshots", d.max_snapshots))
+        for name in ("bn_recal_batches", "max_snapshots"):
+            value = getattr(opts, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigError(f"{name}={value!r} must be an integer >= 0")
+        if opts.parent_genome is not None and not isinstance(opts.parent_genome, str):
+            raise ConfigError(f"parent_genome={opts.parent_genome!r} must be a genome string or None")
+        return opts
+
+
 class JasqTrainable(tune.Trainable):
     """One JASQ individual: pull shared weights, train, push, quantize, validate (App. 4, §3.4).
 
@@ -110,6 +139,7 @@ class JasqTrainable(tune.Trainable):
 
     def _configure(self, config: dict) -> None:
         self.settings = settings_of(config)
+        self.sharing = SharingOptions.from_config(config)
         torch.set_num_threads(self.settings.threads)
         self.space = space_of(config)
         self.genome_str = self.space.canonical(config["genome"])
@@ -119,30 +149,50 @@ class JasqTrainable(tune.Trainable):
         self.last_result: dict | None = None
 
     def step(self) -> dict:
-        """Train on the shared weights and report val_acc, sizes, fitness, train_seconds."""
+        """Pull (from the parent where inherited), train, push, quantize, recalibrate BN, validate."""
         cfg, s = self.config, self.settings
         store = get_store_actor(str(s.param_store))
         names = parameter_keys(self.genome, self.net_config)
         t0 = time.perf_counter()
-        base, versions = _ray_get(store.pull.remote(names, True))
+        base, versions, inherited = self._pull(store, names)
         net = build_network(self.genome, self.net_config, shared=True)
         net.load_state_dict(base)
         seed = s.train_seed ^ zlib.crc32(f"{self.genome_str}/{self.trial_id}".encode())
         settings = TrainSettings(steps=s.train_steps, batch_size=s.batch_size, lr=s.lr, seed=seed)
         loss = train_steps(net, self.splits.train, settings)
         trained = {k: v.detach().clone() for k, v in net.state_dict().items()}
-        push = _ray_get(store.push.remote({k: trained[k] - base[k] for k in names}, versions))
+        snapshot = trained if self.sharing.inherit_weights else None
+        push = _ray_get(store.push.remote({k: trained[k] - base[k] for k in names}, versions,
+                                          self.genome_str, snapshot))
         train_seconds = time.perf_counter() - t0
         report = quantize_network(net, self.genome, self.net_config, bit_rule_of(cfg), s.bucket_size)
-        val_acc = evaluate(net, self.splits.val)
+        val_acc = self._validate(net, seed)
         target = s.target_size_mb
         size = report.size_mb_huffman
         fitness = val_acc if target is None else jasq_fitness(val_acc, size, target, s.gamma)
         self.last_result = {"val_acc": val_acc, **report.as_dict(), "fitness": fitness,
                             "train_seconds": train_seconds, "train_loss": loss,
-                            "stale_tensors": push["stale"],
+                            "stale_tensors": push["stale"], "inherited_tensors": inherited,
                             "bits_mean": sum(self.genome.bits) / len(self.genome.bits)}
         return {**self.last_result, "done": True}
+
+    def _pull(self, store, names: list[str]) -> tuple[dict, dict, int]:
+        """The trial's starting tensors, their global versions and how many came from the parent."""
+        if not self.sharing.inherit_weights:
+            base, versions = _ray_get(store.pull.remote(names, True))
+            return base, versions, 0
+        parent = self.sharing.parent_genome
+        parent = self.space.canonical(parent) if parent else None
+        got = _ray_get(store.pull_inherited.remote(names, parent, parent is None))
+        return got["tensors"], got["versions"], len(got["inherited"])
+
+    def _validate(self, net: SharedNasNet, seed: int) -> float:
+        """Validation accuracy of the quantized network, BN recalibrated for this genome when asked."""
+        batches = self.sharing.bn_recal_batches
+        if batches > 0:
+            net = recalibrate_bn(with_running_stats(net), self.splits.train, batches,
+                                 self.settings.batch_size, seed)
+        return evaluate(net, self.splits.val)
 
     def save_checkpoint(self, checkpoint_dir: str) -> str:
         """Write the trial's genome and last result as JSON."""
@@ -178,7 +228,8 @@ def initial_store(cfg: dict | JasqSettings) -> ParameterStore:
     splits = splits_of(cfg)
     torch.manual_seed(settings_of(cfg).train_seed)
     net = SharedNasNet(net_config_of(cfg, splits))
-    return ParameterStore(net.state_dict())
+    sharing = SharingOptions.from_config(cfg) if isinstance(cfg, dict) else SharingOptions()
+    return ParameterStore(net.state_dict(), max_snapshots=sharing.max_snapshots)
 
 
 def prepare(settings: SearchSettings, run_dir: Path, resumed: bool) -> SearchSettings:

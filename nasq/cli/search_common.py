@@ -103,6 +103,11 @@ def parse_value(cls: type, name: str, text: str) -> Any:
     base = kind.split("|")[0]
     if kind.endswith("|None") and text.strip().lower() in ("none", ""):
         return None
+    if base == "bool":
+        words = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+        if text.strip().lower() not in words:
+            raise ConfigError(f"{flag(name)} {text!r} must be true or false")
+        return words[text.strip().lower()]
     try:
         if base == "int":
             if not (text.strip().lstrip("+-").isascii() and text.strip().lstrip("+-").isdecimal()):

@@ -229,6 +229,24 @@ def build_network(genome: JasqGenome, config: NetConfig, shared: bool = False) -
     return SharedNasNet(config, genome, track_bn_stats=not shared)
 
 
+def with_running_stats(net: SharedNasNet) -> SharedNasNet:
+    """A copy of a weight-shared network whose BN keeps running statistics (issue 11).
+
+    The copy has the same parameters and fresh (zero mean, unit variance) statistics, to be
+    recalibrated for its genome by :func:`nasq.models.training.recalibrate_bn` before
+    evaluation, as single-path supernets do (Guo et al. 2020, SPOS §3.3).
+    """
+    if net.genome is None:
+        raise ValueError("with_running_stats needs a one-genome network: build it with genome=...")
+    out = SharedNasNet(net.config, net.genome, track_bn_stats=True)
+    missing, unexpected = out.load_state_dict(net.state_dict(), strict=False)
+    assert not unexpected and all(k.rsplit(".", 1)[-1] in _BN_BUFFERS for k in missing), (missing, unexpected)
+    return out
+
+
+_BN_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
+
+
 def _meta_network(genome: JasqGenome, config: NetConfig) -> SharedNasNet:
     with torch.device("meta"):
         return SharedNasNet(config, genome, track_bn_stats=False)

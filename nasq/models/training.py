@@ -64,6 +64,37 @@ def evaluate(net: nn.Module, data: TensorDataset, batch_size: int = 500) -> floa
     return 100.0 * correct / max(1, len(y))
 
 
+@torch.no_grad()
+def recalibrate_bn(net: nn.Module, data: TensorDataset, batches: int = 8, batch_size: int = 64,
+                   seed: int = 0) -> nn.Module:
+    """Reset every BN's running statistics and re-estimate them on ``batches`` training minibatches.
+
+    Forward passes in train mode without gradients over ``batches * batch_size`` distinct
+    examples (all of them if fewer), averaged over the batches (momentum None):
+    the per-genome BN recalibration of single-path supernets (SPOS §3.3). Parameters do not
+    change. ``net`` must keep running statistics (see :func:`nasq.models.nasnet.with_running_stats`).
+    """
+    bns = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if any(not m.track_running_stats for m in bns):
+        raise ValueError("recalibrate_bn needs BN with running statistics; wrap a weight-shared network "
+                         "with nasq.models.nasnet.with_running_stats first")
+    momenta = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the calibration batches
+    x, _ = data.tensors
+    gen = torch.Generator().manual_seed(int(seed))
+    n = min(len(x), max(1, batches) * batch_size)  # distinct examples, in a seeded order
+    order = torch.randperm(len(x), generator=gen)[:n]
+    net.train()
+    for i in range(0, n, batch_size):
+        net(x[order[i:i + batch_size]])
+    for m, mom in zip(bns, momenta):
+        m.momentum = mom
+    net.eval()
+    return net
+
+
 def state_bits(net: nn.Module, genome: JasqGenome, config: NetConfig, rule: BitRule) -> dict[str, int]:
     """Bits of every entry of ``net.state_dict()``: parameters per :func:`bits_for_parameters`,
     floating buffers (BN running statistics) per ``rule.batchnorm``; integer buffers stay raw."""
