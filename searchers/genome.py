@@ -27,6 +27,7 @@ from nasq.spaces import Space
 logger = logging.getLogger(__name__)
 
 GENOME_KEY = "genome"
+PARENT_KEY = "parent_genome"  # a child's parent genome, for trainables that inherit weights (JASQ issue 11)
 STATE_FILE_TEMPLATE = "nasq-searcher-state-{}.json"
 
 Fitness = Callable[[dict], float]
@@ -82,7 +83,9 @@ class GenomeSearcher(Searcher):
             return Searcher.FINISHED
         if genome is None:
             return None
-        return {**self.extra_config, **self.strategy.pending[trial_id].hparams, GENOME_KEY: genome}
+        proposal = self.strategy.pending[trial_id]
+        parent = {PARENT_KEY: proposal.parent} if proposal.parent is not None else {}
+        return {**self.extra_config, **proposal.hparams, **parent, GENOME_KEY: genome}
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         """Feed the trial's score back; errors and missing or non-finite metrics count as failed."""

@@ -491,3 +491,20 @@ def test_buffered_generator_restores_its_unused_uniforms_exactly():
     assert bare.random() == np.random.default_rng(5).random()
     with pytest.raises(ValueError):
         bare.set_state({"bit_generator": state["bit_generator"], "buffered": [2.0]})
+
+
+@pytest.mark.parametrize("cls", [TournamentSelectionSearcher, AgingEvolutionSearcher])
+def test_a_child_carries_its_parents_genome_into_its_config_and_the_state(cls):
+    searcher = cls(PairSpace(), population_size=3, sample_size=3, metric="acc", mode="max", seed=5)
+    scores = {}
+    for k in range(3):
+        cfg = searcher.suggest(f"i{k}")
+        assert "parent_genome" not in cfg  # the initial population has no parent
+        scores[cfg["genome"]] = float(k)
+        searcher.on_trial_complete(f"i{k}", {"acc": float(k)})
+    child = searcher.suggest("c")
+    best = max(scores, key=scores.get)  # the whole population is the sample: the best is the parent
+    assert child["parent_genome"] == best and child["genome"] != best
+    restored = cls(PairSpace(), population_size=3, sample_size=3, metric="acc", mode="max", seed=5)
+    restored.set_state(searcher.get_state())
+    assert restored.strategy.pending["c"].parent == best

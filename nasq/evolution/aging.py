@@ -42,9 +42,9 @@ class AgingEvolution(Strategy):
         parent = self.population.tournament_winner(self.sample_size, self.rng)
         start = (parent.genome, parent.hparams)
         if self.children_per_parent == 1:
-            return [self._proposal(self._fresh(*self._mutation_steps(start)), "child")]
+            return [self._proposal(self._fresh(*self._mutation_steps(start)), "child", (), parent.genome)]
         return [self._proposal(self._fresh(lambda k=kind: self._mutate(start, k),
-                                           lambda c, k=kind: self._mutate(c, k)), "child")
+                                           lambda c, k=kind: self._mutate(c, k)), "child", (), parent.genome)
                 for kind in self.mutation_kinds]
 
     def _after_insert(self, ind: Individual, proposal: Proposal) -> None:

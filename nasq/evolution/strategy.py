@@ -47,6 +47,7 @@ class Proposal:
     origin: str
     sample: list[int] = field(default_factory=list)  # births of the tournament sample, for removal
     hparams: dict = field(default_factory=dict)
+    parent: str | None = None  # a child's parent genome (weight-shared searches start the child from it)
     # the sample's worst when drawn (not saved: after a restore the births above are searched)
     worst: Individual | None = field(default=None, compare=False, repr=False)
 
@@ -55,6 +56,8 @@ class Proposal:
         out = {"genome": self.genome, "origin": self.origin, "sample": list(self.sample)}
         if self.hparams:
             out["hparams"] = dict(self.hparams)
+        if self.parent is not None:
+            out["parent"] = self.parent
         return out
 
     @classmethod
@@ -63,8 +66,9 @@ class Proposal:
         hparams = data.get("hparams", {})
         if not isinstance(hparams, dict):
             raise TypeError("hparams is not an object")
+        parent = data.get("parent")
         return cls(str(data["genome"]), str(data["origin"]), [int(b) for b in data.get("sample", [])],
-                   dict(hparams))
+                   dict(hparams), None if parent is None else str(parent))
 
 
 def candidate_key(genome: str, hparams: dict) -> str:
@@ -249,8 +253,9 @@ class Strategy(abc.ABC):
         return children[0]
 
     @staticmethod
-    def _proposal(candidate: Candidate, origin: str, sample: Sequence[int] = ()) -> Proposal:
-        return Proposal(candidate[0], origin, list(sample), candidate[1])
+    def _proposal(candidate: Candidate, origin: str, sample: Sequence[int] = (),
+                  parent: str | None = None) -> Proposal:
+        return Proposal(candidate[0], origin, list(sample), candidate[1], parent)
 
     def _random(self) -> Candidate:
         """A uniform random genome and hyperparameters."""

@@ -21,7 +21,7 @@ class TournamentSelection(Strategy):
     def _breed(self) -> list[Proposal]:
         parent, worst, births = self.population.tournament_extremes(self.sample_size, self.rng)
         child = self._fresh(*self._mutation_steps((parent.genome, parent.hparams)))
-        proposal = self._proposal(child, "child", births)
+        proposal = self._proposal(child, "child", births, parent.genome)
         proposal.worst = worst
         return [proposal]
 
