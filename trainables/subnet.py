@@ -32,6 +32,7 @@ from nasq.evolution.constraint import Constraint
 from nasq.experiments import Experiment, register
 from nasq.settings import SearchSettings, SubnetSearchSettings
 from nasq.spaces.subnet import SubnetSpace
+from nasq.trainables.spaceevo import _checked, get_actor, predictor_actor_name
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -82,19 +83,10 @@ def inherited(s: SubnetSearchSettings):
     return _LOADED[key]
 
 
-def predictor_actor_name(version: str) -> str:
-    """Name of the predictor actor serving the predictor of ``version`` (the space search's one)."""
-    from nasq.trainables.spaceevo import predictor_actor_name as name
-
-    return name(version)
-
-
 def subnet_trainable(config: dict) -> None:
     """Tune function trainable: INT8 fake-quant validation accuracy of ``config["genome"]`` (§5)."""
     import torch
     from ray import tune
-
-    from nasq.trainables.spaceevo import _checked, get_actor
 
     s = settings_of(config)
     torch.set_num_threads(s.threads)
@@ -148,7 +140,6 @@ def prepare(settings: SearchSettings, run_dir: Path, resumed: bool) -> SearchSet
     """Copy the supernet checkpoint into the run (once) and start the predictor actor (§5)."""
     from nasq.latency.actors import start_predictor
     from nasq.latency.predictor import LatencyPredictor
-    from nasq.trainables.spaceevo import _checked
 
     s = settings.options
     _checked({"version": LatencyPredictor.load(s.predictor).version}, s.predictor_version,

@@ -84,7 +84,8 @@ def deploy_subnet(ev, subnet: str, formats: Sequence[str], out: Path, *, predict
     net = ev.net.cpu()
     genome = net.space.decode(subnet)
     text = net.space.encode(genome)
-    fq_acc = ev.accuracy(genome, "test", int8=True)
+    fq_acc = ev.accuracy(genome, "test", int8=True)  # leaves BN recalibrated under fake quantization
+    bn_int8 = True
     res = net.space.hyperspace.resolution
     x_test = torch.cat([x for x, _ in ev.splits["test"]])
     y_test = torch.cat([y for _, y in ev.splits["test"]])
@@ -98,7 +99,9 @@ def deploy_subnet(ev, subnet: str, formats: Sequence[str], out: Path, *, predict
         if fmt == "onnx":
             from nasq.deploy.onnx_export import export_onnx_int8
 
-            ev.accuracy(genome, "test", int8=True)  # BN recalibrated under fake quantization, as trained
+            if not bn_int8:  # a TFLite export before this one left fp32 BN statistics
+                ev.accuracy(genome, "test", int8=True)
+                bn_int8 = True
             net.set_active(genome)
             net.eval()
             export_onnx_int8(extract_quantized_subnet(net, genome), res, path)
@@ -109,6 +112,7 @@ def deploy_subnet(ev, subnet: str, formats: Sequence[str], out: Path, *, predict
 
             calib = torch.cat([x for x, _ in ev.calib])[:calib_images]
             ev.accuracy(genome, "test", int8=False)  # fp32 BN statistics: the converter quantizes fp32
+            bn_int8 = False
             net.set_active(genome)
             net.eval()
             export_tflite_int8(net.extract_subnet(genome), specs, prepare_images(calib, res), path)
