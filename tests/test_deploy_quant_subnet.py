@@ -111,7 +111,7 @@ def test_a_narrow_subnet_uses_only_the_first_channels_scales(digits):
             if isinstance(m, LsqWeightQuant) and len(m.scale) > stem_channels and m is not net.head.wq:
                 m.scale[-1:] = 1e3
         after = extract_quantized_subnet(net)(digits[0][:8])
-        for m in net.modules():  # channel 0 of every layer: channels it does read
+        for m in net.stages.modules():  # channel 0 of every stage layer: channels it does read
             if isinstance(m, LsqWeightQuant):
                 m.scale[0] *= 4
         changed = extract_quantized_subnet(net)(digits[0][:8])
